@@ -1,0 +1,5 @@
+import sys
+
+from fleet_watch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""The ``fleet`` command: parsing, printing and exit codes, nothing else.
+
+Subcommands are imported only when invoked, so ``fleet guard`` pays for its own imports and no one
+else's. Every error reaches one funnel (``main``) that prints one line (or one JSON object under
+``--json``) and picks the exit code; a traceback appears only with ``--debug`` or FLEET_WATCH_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from fleet_watch.errors import ExitCode, FleetError
+
+__version__ = "0.4.0"
+
+# name -> (module, attribute, one-line help shown by `fleet --help` without importing the module)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "status": ("fleet_watch.cli.processes", "status", "Show registered processes, GPU budget and claimed ports."),
+    "guard": ("fleet_watch.cli.guard", "guard", "Pre-flight verdict for a port, repo and GPU claim (the agent contract)."),
+    "check": ("fleet_watch.cli.guard", "check", "The same decisions as guard, one line per resource, exit 0/1."),
+    "register": ("fleet_watch.cli.processes", "register", "Register a running process and its claims, atomically."),
+    "heartbeat": ("fleet_watch.cli.processes", "heartbeat", "Refresh the heartbeat of a registered process."),
+    "release": ("fleet_watch.cli.processes", "release", "Release a process's claims (--pid) or one port (--port)."),
+    "clean": ("fleet_watch.cli.processes", "clean", "Drop rows whose process is gone; log expired heartbeats."),
+    "history": ("fleet_watch.cli.history", "history", "The hash-chained audit trail, newest first; --verify checks it."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        command = getattr(importlib.import_module(spec[0]), spec[1])
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fleet")
+@click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks for internal errors.")
+def cli(debug: bool) -> None:
+    """Fleet Watch: process governance for AI workloads on a single machine."""
+
+
+def _error_payload(kind: str, message: str, code: int) -> dict[str, Any]:
+    return {"allowed": False, "reason": message, "error": kind, "exit_code": code}
+
+
+def _report(message: str, kind: str, code: int, as_json: bool) -> int:
+    if as_json:
+        from fleet_watch.cli.output import emit_json
+
+        emit_json(_error_payload(kind, message, code))
+    else:
+        click.echo(f"Error: {message}", err=True)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args
+    debug = "--debug" in args or os.environ.get("FLEET_WATCH_DEBUG") == "1"
+    try:
+        result = cli.main(args=args, prog_name="fleet", standalone_mode=False)
+    except FleetError as err:
+        return _report(err.message, err.kind, int(err.exit_code), as_json)
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.ctx.get_help() if err.ctx else "", err=True)
+        return int(ExitCode.USAGE)
+    except click.UsageError as err:
+        message = err.format_message().splitlines()[0] if err.format_message() else "usage error"
+        if err.ctx is not None and not as_json:
+            click.echo(err.ctx.get_usage(), err=True)
+        return _report(message, "usage_error", int(ExitCode.USAGE), as_json)
+    except click.Abort:
+        return _report("aborted", "aborted", 130, as_json)
+    except click.ClickException as err:
+        return _report(err.format_message(), "error", err.exit_code, as_json)
+    except click.exceptions.Exit as err:
+        return int(err.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as err:  # noqa: BLE001 - the funnel of last resort: one line, never a traceback
+        if debug:
+            traceback.print_exc()
+        return _report(f"internal error: {type(err).__name__}: {err} (run with --debug for details)",
+                       "internal_error", int(ExitCode.INTERNAL), as_json)
+    return int(result) if isinstance(result, int) else 0

@@ -1,0 +1,92 @@
+"""``fleet guard`` (the agent contract) and ``fleet check`` (the same decisions, one line each)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from fleet_watch.cli.context import current_session, open_fleet
+from fleet_watch.cli.output import emit_json
+from fleet_watch.errors import UsageError
+from fleet_watch.service.fleet import GuardRequest, GuardResult
+
+
+def _evaluate(port: int | None, repo: str | None, gpu: int | None, framework: str | None, model: str | None,
+              session_id: str | None) -> GuardResult:
+    fleet = open_fleet()
+    try:
+        return fleet.evaluate(GuardRequest(port=port, repo=repo, gpu_mb=gpu, framework=framework, model=model,
+                                           session_id=current_session(session_id)))
+    finally:
+        fleet.close()
+
+
+@click.command()
+@click.option("--port", type=int, help="TCP port you are about to bind.")
+@click.option("--repo", help="Repository (directory) you are about to write to.")
+@click.option("--gpu", type=int, help="GPU memory (MB) you are about to claim.")
+@click.option("--framework", help="Inference framework hint (candle, vllm, mlx, ollama, llama_cpp, ...).")
+@click.option("--model", help="Model name or path hint.")
+@click.option("--session-id", help="Your session id (default: $FLEET_SESSION_ID).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON contract.")
+def guard(port: int | None, repo: str | None, gpu: int | None, framework: str | None, model: str | None,
+          session_id: str | None, as_json: bool) -> int:
+    """Pre-flight: may I use this port, repo and GPU memory? Exit 0 = allowed, 1 = denied."""
+    result = _evaluate(port, repo, gpu, framework, model, session_id)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        for line in human_lines(result):
+            click.echo(line)
+    return 0 if result.allowed else 1
+
+
+def human_lines(result: GuardResult) -> list[str]:
+    lines = ["ALLOW" if result.allowed else "DENY"]
+    checks, state = result.checks, result.state
+    port = checks.get("port")
+    if port is not None:
+        lines.append(f"Port {result.request['port']}: " + ("available" if port["allowed"] else port["reason"]))
+        if not port["allowed"] and port["suggested_ports"]:
+            lines.append("  Suggested ports: " + ", ".join(map(str, port["suggested_ports"])))
+    repo = checks.get("repo")
+    if repo is not None:
+        lines.append(f"Repo {result.request['repo_dir']}: " + ("available" if repo["allowed"] else repo["reason"]))
+    gpu = checks.get("gpu")
+    if gpu is not None:
+        if gpu["allowed"]:
+            lines.append(f"GPU {gpu['requested_mb']}MB: available ({gpu['available_mb']}MB free)")
+        else:
+            lines.append(f"GPU {gpu['requested_mb']}MB: {gpu.get('detail') or gpu['reason']}")
+    budget = state["gpu_budget"]
+    lines.append(f"GPU budget available: {max(0, budget['available_mb'])}MB ({budget['allocated_mb']}MB allocated)")
+    if state["safe_ports"]:
+        lines.append("Open ports: " + ", ".join(map(str, state["safe_ports"])))
+    if state["locked_repos"]:
+        lines.append("Locked repos: " + ", ".join(state["locked_repos"]))
+    return lines
+
+
+@click.command()
+@click.option("--port", type=int, help="TCP port to probe.")
+@click.option("--repo", help="Repository path to probe.")
+@click.option("--gpu", type=int, help="GPU memory (MB) to probe.")
+@click.option("--session-id", help="Your session id (default: $FLEET_SESSION_ID).")
+def check(port: int | None, repo: str | None, gpu: int | None, session_id: str | None) -> int:
+    """Is this port / repo / GPU amount available? One line each; exit 0 if all are, else 1."""
+    if port is None and repo is None and gpu is None:
+        raise UsageError("specify --port, --repo or --gpu")
+    result = _evaluate(port, repo, gpu, None, None, session_id)
+    answers: list[tuple[bool, str]] = []
+    c: dict[str, Any]
+    if (c := result.checks.get("port")) is not None:
+        answers.append((c["allowed"], f"Port {port}: available" if c["allowed"] else f"Port {port}: TAKEN: {c['reason']}"))
+    if (c := result.checks.get("repo")) is not None:
+        where = result.request["repo_dir"]
+        answers.append((c["allowed"], f"Repo {where}: available" if c["allowed"] else f"Repo {where}: LOCKED: {c['reason']}"))
+    if (c := result.checks.get("gpu")) is not None:
+        answers.append((c["allowed"], f"GPU {gpu}MB: available" if c["allowed"] else f"GPU {gpu}MB: {c['reason']}"))
+    for ok, line in answers:
+        click.echo(line, err=not ok)
+    return 0 if result.allowed else 1

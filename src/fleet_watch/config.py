@@ -1,0 +1,306 @@
+"""Where state lives and what ``config.json`` says: resolved once at the edge, validated, then passed down.
+
+The user's file is merged over the defaults (objects key by key, everything else replaced). Anything
+malformed is a ``ConfigError`` naming the key: there is no silent fallback to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet_watch.errors import ConfigError
+
+HOME_ENV = "FLEET_WATCH_HOME"
+CONFIG_NAME = "config.json"
+DB_NAME = "registry.db"
+
+DEFAULT_PREFERRED_PORTS = [8000, 8001, 8080, 8100, 8888, 8899, 11434]
+
+# Matched case-insensitively against the *full* command line. Ports are whatever the process really
+# listens on (discovery asks the OS); gpu_mb_default is the last resort after NVML and the estimator.
+DEFAULT_PATTERNS: list[dict[str, Any]] = [
+    {"name_template": "Ollama", "process_match": r"(^|/)ollama(\s+|$).*\b(serve|runner)\b",
+     "workstream": "ollama", "priority": 3, "gpu_mb_default": 4096},
+    {"name_template": "vLLM", "process_match": r"(\bvllm\b.*\bserve\b|vllm\.entrypoints)",
+     "workstream": "vllm", "priority": 3, "gpu_mb_default": 16384},
+    {"name_template": "llama.cpp server", "process_match": r"(^|/)llama-server(\s|$)",
+     "workstream": "llama-cpp", "priority": 3, "gpu_mb_default": 4096},
+    {"name_template": "llama-cpp-python server", "process_match": r"-m\s+llama_cpp\.server\b",
+     "workstream": "llama-cpp", "priority": 3, "gpu_mb_default": 4096},
+    {"name_template": "MLX-LM server", "process_match": r"mlx_lm[.\s]+server\b",
+     "workstream": "mlx", "priority": 3, "gpu_mb_default": 4096},
+    {"name_template": "MLX-VLM server", "process_match": r"mlx_vlm[.\s]+server\b",
+     "workstream": "mlx", "priority": 3, "gpu_mb_default": 4096},
+    {"name_template": "Candle/Cake", "process_match": r"(^|/)(cake-cli|cake|candle[\w-]*)(\s|$)",
+     "workstream": "candle", "priority": 3, "gpu_mb_default": 4096},
+    {"name_template": "SGLang", "process_match": r"sglang\.launch_server\b",
+     "workstream": "sglang", "priority": 3, "gpu_mb_default": 16384},
+    {"name_template": "HF TGI", "process_match": r"(^|/)text-generation-launcher(\s|$)",
+     "workstream": "tgi", "priority": 3, "gpu_mb_default": 16384},
+    {"name_template": "LM Studio", "process_match": r"(lm-studio|LM Studio|(^|/)lms\s+server)",
+     "workstream": "lmstudio", "priority": 3, "gpu_mb_default": 4096},
+    {"name_template": "koboldcpp", "process_match": r"koboldcpp",
+     "workstream": "koboldcpp", "priority": 3, "gpu_mb_default": 4096},
+    {"name_template": "ComfyUI", "process_match": r"(comfyui|ComfyUI/main\.py|(^|\s)main\.py\s.*--listen)",
+     "workstream": "comfyui", "priority": 2, "gpu_mb_default": 8192},
+    {"name_template": "Experiment runner",
+     "process_match": r"(torchrun|accelerate\s+launch|deepspeed\s|python[\d.]*\s+\S*(train|finetune|experiment)\w*\.py)",
+     "workstream": "experiments", "priority": 2, "gpu_mb_default": 8192},
+]
+
+DEFAULT_SESSION_PATTERNS: list[dict[str, str]] = [
+    {"name": "Claude Code", "kind": "claude-code", "process_match": r"(^|/)claude(\s|$)"},
+    {"name": "Codex", "kind": "codex", "process_match": r"(^|/)codex(\s|$)"},
+    {"name": "Gemini CLI", "kind": "gemini", "process_match": r"(^|/)gemini(\s|$)"},
+    {"name": "Aider", "kind": "aider", "process_match": r"(^|/)aider(\s|$)"},
+    {"name": "Cursor Agent", "kind": "cursor-agent", "process_match": r"(^|/)cursor-agent(\s|$)"},
+    {"name": "OpenCode", "kind": "opencode", "process_match": r"(^|/)opencode(\s|$)"},
+]
+
+DEFAULT_IDLE_PATTERNS = [
+    "reranker", r"socat.*TCP-LISTEN", r"mlx_lm.*server", r"mlx_vlm.*server", "uvicorn", "gunicorn", r"vllm.*serve",
+]
+
+# The README's multipliers: transient memory (KV cache + activations) is multiplied by these.
+DEFAULT_FRAMEWORK_OVERHEAD = {"candle": 2.0, "vllm": 1.4, "mlx": 1.3, "ollama": 1.1, "llama_cpp": 1.1}
+
+
+def default_reserve_mb(total_mb: int) -> int:
+    """An eighth of the pool, at least 2 GiB and at most 16 GiB, and never more than half of it.
+
+    Continuous in ``total_mb`` (the reference's clamp jumped from 2 GiB to 16 GiB at 16 GiB of RAM) and
+    it reproduces the README: 8 GiB -> 2048 MB reserve, 128 GiB -> 16384 MB.
+    """
+    return max(0, min(max(2048, total_mb // 8), 16384, total_mb // 2))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration. ``raw`` is the merged document, as written to ``config.json``."""
+
+    home: Path
+    gpu_total_mb: int
+    gpu_reserve_mb: int
+    preferred_ports: tuple[int, ...]
+    physical_ram_mb: int | None
+    raw: Mapping[str, Any]
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / DB_NAME
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / CONFIG_NAME
+
+    def get(self, key: str) -> Any:
+        return self.raw.get(key)
+
+
+def resolve_home(environ: Mapping[str, str]) -> Path:
+    value = environ.get(HOME_ENV)
+    if value:
+        return Path(value).expanduser().absolute()
+    return Path.home() / ".fleet-watch"
+
+
+def ensure_home(home: Path) -> None:
+    """Create the state directory with mode 0700 (and tighten it if someone loosened it)."""
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if home.stat().st_mode & 0o077:
+            home.chmod(0o700)
+    except OSError as err:
+        raise ConfigError(f"cannot create state directory {home}: {err.strerror}") from err
+
+
+def write_json_atomic(path: Path, document: object) -> None:
+    """Write ``document`` to ``path`` through a temp file and ``os.replace``: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(document, fh, indent=2)
+            fh.write("\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def default_document(gpu_total_mb: int) -> dict[str, Any]:
+    return {
+        "gpu_total_mb": gpu_total_mb,
+        "gpu_reserve_mb": default_reserve_mb(gpu_total_mb),
+        "preferred_ports": list(DEFAULT_PREFERRED_PORTS),
+        "patterns": [dict(p) for p in DEFAULT_PATTERNS],
+        "session_patterns": [dict(p) for p in DEFAULT_SESSION_PATTERNS],
+        "idle_patterns": list(DEFAULT_IDLE_PATTERNS),
+        "idle_cpu_threshold": 1.0,
+        "pressure_thresholds": {"elevated": 70, "critical": 85},
+        "gpu_estimator": {"framework_overhead": dict(DEFAULT_FRAMEWORK_OVERHEAD)},
+    }
+
+
+def merge(defaults: Mapping[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
+    """Objects merge key by key (recursively); lists and scalars from the user replace the default."""
+    out = dict(defaults)
+    for key, value in user.items():
+        base = out.get(key)
+        if isinstance(base, dict) and isinstance(value, dict):
+            out[key] = merge(base, value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(home: Path, detect_total_mb: Callable[[], int]) -> Settings:
+    """Read ``config.json`` (writing the defaults on first run), merge, validate.
+
+    ``detect_total_mb`` is called only when the pool size is not in the file yet: first run, or a user
+    file that leaves ``gpu_total_mb`` out.
+    """
+    path = home / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from err
+
+    if text is None:
+        ensure_home(home)
+        document = default_document(_positive_int(detect_total_mb(), "gpu_total_mb (detected)"))
+        try:
+            write_json_atomic(path, document)
+        except OSError as err:
+            raise ConfigError(f"cannot write {path}: {err.strerror}") from err
+        return _validate(home, document)
+
+    try:
+        user = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
+    if not isinstance(user, dict):
+        raise ConfigError(f"{path} must hold a JSON object, not {type(user).__name__}")
+    total = user.get("gpu_total_mb")
+    if total is None:
+        total = detect_total_mb()
+    merged = merge(default_document(total if _is_int(total) and total > 0 else 1), user)
+    merged["gpu_total_mb"] = total
+    if "gpu_reserve_mb" not in user and _is_int(total) and total > 0:
+        merged["gpu_reserve_mb"] = default_reserve_mb(total)
+    return _validate(home, merged)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _positive_int(value: object, key: str) -> int:
+    if not _is_int(value) or value <= 0:  # type: ignore[operator]
+        raise ConfigError(f"config key {key!r} must be a positive integer, got {value!r}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def _regex(value: object, key: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"config key {key!r} must be a non-empty regular expression string")
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ConfigError(f"config key {key!r} is not a valid regular expression: {err}") from err
+
+
+def _validate(home: Path, doc: dict[str, Any]) -> Settings:
+    total = _positive_int(doc.get("gpu_total_mb"), "gpu_total_mb")
+    reserve = doc.get("gpu_reserve_mb")
+    if not _is_int(reserve) or reserve < 0:
+        raise ConfigError(f"config key 'gpu_reserve_mb' must be an integer >= 0, got {reserve!r}")
+    if reserve >= total:
+        raise ConfigError(f"config key 'gpu_reserve_mb' ({reserve}) must be less than gpu_total_mb ({total})")
+
+    ports = doc.get("preferred_ports")
+    if not isinstance(ports, list) or not all(_is_int(p) and 1 <= p <= 65535 for p in ports):
+        raise ConfigError("config key 'preferred_ports' must be a list of integers between 1 and 65535")
+
+    ram = doc.get("physical_ram_mb")
+    if ram is not None:
+        _positive_int(ram, "physical_ram_mb")
+
+    patterns = doc.get("patterns")
+    if not isinstance(patterns, list):
+        raise ConfigError("config key 'patterns' must be a list of objects")
+    for i, pat in enumerate(patterns):
+        where = f"patterns[{i}]"
+        if not isinstance(pat, dict):
+            raise ConfigError(f"config key {where!r} must be an object")
+        _regex(pat.get("process_match"), f"{where}.process_match")
+        for text_key in ("name_template", "workstream"):
+            if not isinstance(pat.get(text_key), str) or not pat[text_key]:
+                raise ConfigError(f"config key '{where}.{text_key}' must be a non-empty string")
+        prio = pat.get("priority", 3)
+        if not _is_int(prio) or not 1 <= prio <= 5:
+            raise ConfigError(f"config key '{where}.priority' must be an integer from 1 to 5")
+        gpu = pat.get("gpu_mb_default", 0)
+        if not _is_int(gpu) or gpu < 0:
+            raise ConfigError(f"config key '{where}.gpu_mb_default' must be an integer >= 0")
+
+    sessions = doc.get("session_patterns")
+    if not isinstance(sessions, list):
+        raise ConfigError("config key 'session_patterns' must be a list of objects")
+    for i, pat in enumerate(sessions):
+        where = f"session_patterns[{i}]"
+        if not isinstance(pat, dict) or not isinstance(pat.get("kind"), str) or not isinstance(pat.get("name"), str):
+            raise ConfigError(f"config key {where!r} must be an object with string 'name' and 'kind'")
+        _regex(pat.get("process_match"), f"{where}.process_match")
+
+    idle = doc.get("idle_patterns")
+    if not isinstance(idle, list):
+        raise ConfigError("config key 'idle_patterns' must be a list of regular expressions")
+    for i, pat in enumerate(idle):
+        _regex(pat, f"idle_patterns[{i}]")
+
+    threshold = doc.get("idle_cpu_threshold")
+    if not _is_number(threshold) or threshold < 0:
+        raise ConfigError(f"config key 'idle_cpu_threshold' must be a number >= 0, got {threshold!r}")
+
+    pressure = doc.get("pressure_thresholds")
+    if not isinstance(pressure, dict):
+        raise ConfigError("config key 'pressure_thresholds' must be an object")
+    for level in ("elevated", "critical"):
+        value = pressure.get(level)
+        if not _is_number(value) or not 0 <= value <= 100:
+            raise ConfigError(f"config key 'pressure_thresholds.{level}' must be a number from 0 to 100")
+    if pressure["elevated"] > pressure["critical"]:
+        raise ConfigError("config key 'pressure_thresholds': 'elevated' must not exceed 'critical'")
+
+    estimator = doc.get("gpu_estimator")
+    if not isinstance(estimator, dict):
+        raise ConfigError("config key 'gpu_estimator' must be an object")
+    overhead = estimator.get("framework_overhead", {})
+    if not isinstance(overhead, dict):
+        raise ConfigError("config key 'gpu_estimator.framework_overhead' must be an object")
+    for name, mult in overhead.items():
+        if not _is_number(mult) or mult < 1.0:
+            raise ConfigError(f"config key 'gpu_estimator.framework_overhead.{name}' must be a number >= 1.0")
+
+    return Settings(
+        home=home,
+        gpu_total_mb=total,
+        gpu_reserve_mb=reserve,
+        preferred_ports=tuple(ports),
+        physical_ram_mb=ram,
+        raw=doc,
+    )

@@ -1,0 +1,83 @@
+"""The error tree and the exit codes. Library code raises these; only the CLI turns them into exits.
+
+Every error carries a short machine-readable ``kind`` and a one-line message, so that the CLI's single
+funnel can print a one-line error (or a JSON object under ``--json``) and exit with a code that tells
+a denial apart from a crash.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit statuses. 1 is reserved for a real denial, never for a crash."""
+
+    OK = 0
+    DENIED = 1  # guard/check denied, register refused on a conflict
+    USAGE = 2  # bad flag, bad value, unknown option
+    NOT_FOUND = 3  # release/heartbeat of something that is not registered
+    CONFIG = 4  # config.json unreadable or invalid
+    DATABASE = 5  # registry.db corrupt, locked past the timeout, or unwritable
+    INTEGRITY = 6  # the audit chain does not verify
+    UNAVAILABLE = 7  # a probe or a tool that the command needs is missing
+    UNHEALTHY = 8  # health found a critical alert
+    INTERNAL = 70  # a bug: reported in one line, with --debug for the traceback
+
+
+class FleetError(Exception):
+    """Root of every error that Fleet Watch raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    kind: str = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(FleetError):
+    """An input from outside (flag, JSON, file argument) is malformed or out of range."""
+
+    exit_code = ExitCode.USAGE
+    kind = "usage_error"
+
+
+class NotFound(FleetError):
+    exit_code = ExitCode.NOT_FOUND
+    kind = "not_found"
+
+
+class ConfigError(FleetError):
+    exit_code = ExitCode.CONFIG
+    kind = "config_error"
+
+
+class DatabaseError(FleetError):
+    exit_code = ExitCode.DATABASE
+    kind = "database_error"
+
+
+class IntegrityError(FleetError):
+    exit_code = ExitCode.INTEGRITY
+    kind = "integrity_error"
+
+
+class Unavailable(FleetError):
+    exit_code = ExitCode.UNAVAILABLE
+    kind = "unavailable"
+
+
+class Conflict(FleetError):
+    """A claim was refused because another live holder has the resource. Raised after the CONFLICT event."""
+
+    exit_code = ExitCode.DENIED
+    kind = "conflict"
+
+    def __init__(self, message: str, *, resource: str, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.holder = holder

@@ -1,0 +1,128 @@
+"""Plain values shared by every layer: identities, holders, claims, events. No I/O here.
+
+A resource that someone holds exclusively (a port, a repository) or out of a budget (GPU memory) is a
+``Claim``. Whoever holds it is a ``Holder``: today a registered process, identified by PID *and* start
+time; the same shape will carry session leases, reservations and external resources later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ClaimKind = Literal["port", "repo", "gpu"]
+CLAIM_KINDS: tuple[ClaimKind, ...] = ("port", "repo", "gpu")
+
+# The single GPU pool used where a machine has one device or none (the README's ledger).
+GPU_POOL = "all"
+
+# A start time read twice for the same process can differ by a clock tick; a reused PID cannot start
+# within this window of the original (PIDs only come back after the whole PID space has cycled).
+START_TIME_TOLERANCE_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessIdentity:
+    """A process is its PID plus its start time (seconds since the epoch), never the PID alone."""
+
+    pid: int
+    start_time: float
+
+    def same_process(self, other_start_time: float | None) -> bool:
+        return other_start_time is not None and abs(other_start_time - self.start_time) <= START_TIME_TOLERANCE_S
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Holder:
+    """Who holds a claim. ``record_id`` is the registry row; ``kind`` leaves room for leases and externals."""
+
+    record_id: int
+    kind: Literal["process"] = "process"
+    pid: int
+    start_time: float
+    name: str
+    workstream: str
+    session_id: str
+    priority: int
+
+    @property
+    def identity(self) -> ProcessIdentity:
+        return ProcessIdentity(self.pid, self.start_time)
+
+    def describe(self) -> str:
+        return f"PID {self.pid} ({self.name})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    kind: ClaimKind
+    key: str  # the port number, the resolved repo path, or the GPU device ("all" for the single pool)
+    amount_mb: int = 0  # only GPU claims are budgeted
+    holder: Holder
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessRecord:
+    """One registered process and everything it claims."""
+
+    record_id: int
+    pid: int
+    start_time: float
+    uid: int | None
+    name: str
+    workstream: str
+    session_id: str
+    priority: int
+    model: str | None
+    start_cmd: str | None
+    source: str
+    registered_at: str
+    last_heartbeat: str
+    ports: tuple[int, ...] = ()
+    repos: tuple[str, ...] = ()
+    gpu: tuple[tuple[str, int], ...] = ()  # (device, MB)
+
+    @property
+    def gpu_mb(self) -> int:
+        return sum(mb for _, mb in self.gpu)
+
+    @property
+    def identity(self) -> ProcessIdentity:
+        return ProcessIdentity(self.pid, self.start_time)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One audit-trail entry as stored. ``detail`` is a JSON object."""
+
+    seq: int
+    timestamp: str
+    event_type: str
+    pid: int | None
+    workstream: str | None
+    detail: dict[str, object] = field(default_factory=dict)
+    prev_hash: str = ""
+    hash: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuBudget:
+    total_mb: int
+    reserve_mb: int
+    allocated_mb: int
+
+    @property
+    def allocatable_mb(self) -> int:
+        return self.total_mb - self.reserve_mb
+
+    @property
+    def available_mb(self) -> int:
+        return self.total_mb - self.reserve_mb - self.allocated_mb
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "total_mb": self.total_mb,
+            "reserve_mb": self.reserve_mb,
+            "allocated_mb": self.allocated_mb,
+            "available_mb": self.available_mb,
+        }

@@ -1,0 +1,97 @@
+"""Identity and liveness of single processes: the guard's cheap per-holder check.
+
+On Linux this reads ``/proc/<pid>/stat`` directly (what psutil's ``create_time()`` is computed from,
+with the same arithmetic, so both agree); elsewhere it asks psutil, imported only then.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFacts:
+    pid: int
+    start_time: float
+    is_zombie: bool
+    uid: int | None
+    name: str | None
+
+
+@cache
+def _boot_time(proc: str) -> float:
+    with open(f"{proc}/stat", "rb") as fh:
+        for line in fh:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+@cache
+def _clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def _linux_facts(pid: int, proc: str) -> ProcessFacts | None:
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+        return None
+    # comm may hold spaces and parentheses: the fields after it start at the *last* ')'.
+    close = data.rfind(b")")
+    name = data[data.find(b"(") + 1 : close].decode("utf-8", "replace")
+    fields = data[close + 2 :].split()
+    state = fields[0]
+    start_ticks = int(fields[19])
+    start_time = start_ticks / _clock_ticks() + _boot_time(proc)
+    try:
+        uid: int | None = os.stat(f"{proc}/{pid}").st_uid
+    except OSError:
+        uid = None
+    return ProcessFacts(pid=pid, start_time=start_time, is_zombie=state in (b"Z", b"X"), uid=uid, name=name)
+
+
+def _psutil_facts(pid: int) -> ProcessFacts | None:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            status = proc.status()
+            start = proc.create_time()
+            try:
+                uid: int | None = proc.uids().real
+            except psutil.AccessDenied:
+                uid = None
+            name = proc.name()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return None
+    return ProcessFacts(pid=pid, start_time=start, is_zombie=status == psutil.STATUS_ZOMBIE, uid=uid, name=name)
+
+
+def process_facts(pid: int, proc_root: Path | None = None) -> ProcessFacts | None:
+    """What identifies ``pid`` now, or ``None`` when no such process exists."""
+    if pid <= 0:
+        return None
+    if sys.platform.startswith("linux"):
+        proc = str(proc_root or "/proc")
+        try:
+            return _linux_facts(pid, proc)
+        except (OSError, ValueError, IndexError):
+            pass  # an odd /proc (hidepid, a container): let psutil try
+    return _psutil_facts(pid)
+
+
+def is_alive(pid: int, start_time: float, tolerance: float) -> bool:
+    """True when ``pid`` runs, is not a zombie, and started when the registry says it did."""
+    facts = process_facts(pid)
+    if facts is None or facts.is_zombie:
+        return False
+    return abs(facts.start_time - start_time) <= tolerance

@@ -1,0 +1,72 @@
+"""The state document: the README's ``state.json`` key set, built from values the service gathered.
+
+Keys that belong to capabilities not built yet (session leases, classifications, health) are present
+and empty, so consumers can rely on the key set from the first release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fleet_watch.clock import iso_utc
+from fleet_watch.models import Event, GpuBudget, ProcessRecord
+
+AGENT_INTERFACE = "fleet guard --json"
+
+
+def process_view(rec: ProcessRecord, alive: bool | None) -> dict[str, Any]:
+    return {
+        "pid": rec.pid,
+        "start_time": rec.start_time,
+        "uid": rec.uid,
+        "name": rec.name,
+        "workstream": rec.workstream,
+        "session_id": rec.session_id,
+        "priority": rec.priority,
+        "port": rec.ports[0] if rec.ports else None,
+        "ports": list(rec.ports),
+        "repo_dir": rec.repos[0] if rec.repos else None,
+        "repos": list(rec.repos),
+        "gpu_mb": rec.gpu_mb,
+        "model": rec.model,
+        "start_cmd": rec.start_cmd,
+        "source": rec.source,
+        "registered_at": rec.registered_at,
+        "last_heartbeat": rec.last_heartbeat,
+        "alive": alive,
+    }
+
+
+def event_view(ev: Event) -> dict[str, Any]:
+    return {"id": ev.seq, "timestamp": ev.timestamp, "event_type": ev.event_type, "pid": ev.pid,
+            "workstream": ev.workstream, "detail": ev.detail, "hash": ev.hash}
+
+
+def build_state(
+    *, now: float, records: Sequence[ProcessRecord], alive: Mapping[int, bool | None], budget: GpuBudget,
+    preferred_ports: Sequence[int], safe_ports: Sequence[int], recent_events: Sequence[Event],
+    conflicts_24h: int,
+) -> dict[str, Any]:
+    ordered = sorted(records, key=lambda r: (-r.priority, r.registered_at))
+    return {
+        "agent_interface": AGENT_INTERFACE,
+        "generated_utc": iso_utc(now),
+        "processes": [process_view(r, alive.get(r.record_id)) for r in ordered],
+        "external_resources": [],
+        "process_count": len(records),
+        "gpu_budget": budget.to_dict(),
+        "ports_claimed": {str(p): r.pid for r in ordered for p in r.ports},
+        "preferred_ports": list(preferred_ports),
+        "safe_ports": list(safe_ports),
+        "repos_locked": {repo: r.pid for r in ordered for repo in r.repos},
+        "session_leases": [],
+        "process_classifications": [],
+        "stale_processes": [],
+        "recent_events": [event_view(e) for e in recent_events],
+        "conflicts_prevented_24h": conflicts_24h,
+        "system_memory": None,
+        "sessions": [],
+        "idle_processes": [],
+        "gpu_memory_monitor": None,
+    }

@@ -1,0 +1,1 @@
+"""Use cases: wire probes, store and core together; own the transactions and the clock."""

@@ -1,0 +1,27 @@
+"""Gathering the state document: one consistent read of the registry, plus liveness of each row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet_watch.clock import iso_utc
+from fleet_watch.models import GPU_POOL
+from fleet_watch.reports.state import build_state
+from fleet_watch.service.fleet import Fleet
+from fleet_watch.store import audit, registry
+from fleet_watch.store.connection import snapshot
+
+
+def gather_state(fleet: Fleet) -> dict[str, Any]:
+    now = fleet.clock.now()
+    with snapshot(fleet.conn):
+        records = registry.list_records(fleet.conn)
+        budget = fleet._budget(GPU_POOL)
+        recent = audit.query(fleet.conn, since=iso_utc(now - 3600), limit=20)
+        conflicts = audit.count(fleet.conn, event_type="CONFLICT", since=iso_utc(now - 86400))
+    alive = {r.record_id: fleet.death_reason(r.pid, r.start_time) is None for r in records}
+    occupied = {p for r in records for p in r.ports}
+    return build_state(
+        now=now, records=records, alive=alive, budget=budget, preferred_ports=fleet.settings.preferred_ports,
+        safe_ports=fleet.free_ports(None, occupied), recent_events=recent, conflicts_24h=conflicts,
+    )
