@@ -96,6 +96,8 @@ class Children:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from fleet_watch.errors import ConfigError
 
@@ -51,7 +51,8 @@ DEFAULT_PATTERNS: list[dict[str, Any]] = [
     {"name_template": "ComfyUI", "process_match": r"(comfyui|ComfyUI/main\.py|(^|\s)main\.py\s.*--listen)",
      "workstream": "comfyui", "priority": 2, "gpu_mb_default": 8192},
     {"name_template": "Experiment runner",
-     "process_match": r"(torchrun|accelerate\s+launch|deepspeed\s|python[\d.]*\s+\S*(train|finetune|experiment)\w*\.py)",
+     "process_match": r"(torchrun|accelerate\s+launch|deepspeed\s"
+                      r"|python[\d.]*\s+\S*(train|finetune|experiment)\w*\.py)",
      "workstream": "experiments", "priority": 2, "gpu_mb_default": 8192},
 ]
 
@@ -200,18 +201,18 @@ def load_settings(home: Path, detect_total_mb: Callable[[], int]) -> Settings:
     return _validate(home, merged)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _positive_int(value: object, key: str) -> int:
-    if not _is_int(value) or value <= 0:  # type: ignore[operator]
+    if not _is_int(value) or value <= 0:
         raise ConfigError(f"config key {key!r} must be a positive integer, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return value
 
 
 def _regex(value: object, key: str) -> None:
@@ -235,9 +236,8 @@ def _validate(home: Path, doc: dict[str, Any]) -> Settings:
     if not isinstance(ports, list) or not all(_is_int(p) and 1 <= p <= 65535 for p in ports):
         raise ConfigError("config key 'preferred_ports' must be a list of integers between 1 and 65535")
 
-    ram = doc.get("physical_ram_mb")
-    if ram is not None:
-        _positive_int(ram, "physical_ram_mb")
+    ram_value = doc.get("physical_ram_mb")
+    ram = None if ram_value is None else _positive_int(ram_value, "physical_ram_mb")
 
     patterns = doc.get("patterns")
     if not isinstance(patterns, list):

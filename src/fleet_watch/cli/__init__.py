@@ -23,13 +23,13 @@ __version__ = "0.4.0"
 # name -> (module, attribute, one-line help shown by `fleet --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("fleet_watch.cli.processes", "status", "Show registered processes, GPU budget and claimed ports."),
-    "guard": ("fleet_watch.cli.guard", "guard", "Pre-flight verdict for a port, repo and GPU claim (the agent contract)."),
+    "guard": ("fleet_watch.cli.guard", "guard", "Pre-flight verdict for a port, repo and GPU claim (agent contract)."),
     "check": ("fleet_watch.cli.guard", "check", "The same decisions as guard, one line per resource, exit 0/1."),
     "register": ("fleet_watch.cli.processes", "register", "Register a running process and its claims, atomically."),
     "heartbeat": ("fleet_watch.cli.processes", "heartbeat", "Refresh the heartbeat of a registered process."),
     "release": ("fleet_watch.cli.processes", "release", "Release a process's claims (--pid) or one port (--port)."),
     "clean": ("fleet_watch.cli.processes", "clean", "Drop rows whose process is gone; log expired heartbeats."),
-    "history": ("fleet_watch.cli.history", "history", "The hash-chained audit trail, newest first; --verify checks it."),
+    "history": ("fleet_watch.cli.history", "history", "The hash-chained audit trail; --verify checks it."),
 }
 
 

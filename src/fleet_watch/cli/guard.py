@@ -79,12 +79,14 @@ def check(port: int | None, repo: str | None, gpu: int | None, session_id: str |
         raise UsageError("specify --port, --repo or --gpu")
     result = _evaluate(port, repo, gpu, None, None, session_id)
     answers: list[tuple[bool, str]] = []
-    c: dict[str, Any]
+    c: dict[str, Any] | None
     if (c := result.checks.get("port")) is not None:
-        answers.append((c["allowed"], f"Port {port}: available" if c["allowed"] else f"Port {port}: TAKEN: {c['reason']}"))
+        text = "available" if c["allowed"] else f"TAKEN: {c['reason']}"
+        answers.append((c["allowed"], f"Port {port}: {text}"))
     if (c := result.checks.get("repo")) is not None:
         where = result.request["repo_dir"]
-        answers.append((c["allowed"], f"Repo {where}: available" if c["allowed"] else f"Repo {where}: LOCKED: {c['reason']}"))
+        text = "available" if c["allowed"] else f"LOCKED: {c['reason']}"
+        answers.append((c["allowed"], f"Repo {where}: {text}"))
     if (c := result.checks.get("gpu")) is not None:
         answers.append((c["allowed"], f"GPU {gpu}MB: available" if c["allowed"] else f"GPU {gpu}MB: {c['reason']}"))
     for ok, line in answers:

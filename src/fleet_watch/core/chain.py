@@ -70,7 +70,8 @@ def verify_events(events: Iterable[Event], head: tuple[int, str] | None) -> Chai
     for ev in events:
         if ev.seq != expected_seq:
             missing = expected_seq if ev.seq > expected_seq else ev.seq
-            return ChainReport(False, count, ChainBreak(missing, f"sequence gap: expected {expected_seq}, found {ev.seq}"))
+            gap = ChainBreak(missing, f"sequence gap: expected {expected_seq}, found {ev.seq}")
+            return ChainReport(False, count, gap)
         if ev.prev_hash != expected_prev:
             return ChainReport(False, count, ChainBreak(ev.seq, "prev_hash does not match the previous event"))
         recomputed = event_hash(

@@ -82,7 +82,9 @@ def check_port(
     return {"allowed": True, "reason": "port available", "holder": None, "suggested_ports": suggested_ports}
 
 
-def check_repo(repo_dir: str, *, holders: Sequence[tuple[Claim, ProcessRecord]], session_id: str | None) -> dict[str, Any]:
+def check_repo(
+    repo_dir: str, *, holders: Sequence[tuple[Claim, ProcessRecord]], session_id: str | None
+) -> dict[str, Any]:
     """Deny when a live process of another session locks this path, a parent of it, or a path inside it."""
     blocking = [(c, r) for c, r in holders if session_id is None or r.session_id != session_id]
     if blocking:

@@ -162,4 +162,4 @@ def locked_repos(conn: sqlite3.Connection) -> dict[str, int]:
     rows = conn.execute(
         "SELECT c.key, p.pid FROM claims c JOIN processes p ON p.id = c.process_id WHERE c.kind = 'repo'"
     )
-    return {key: pid for key, pid in rows}
+    return dict(rows)
