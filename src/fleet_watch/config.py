@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +123,8 @@ def ensure_home(home: Path) -> None:
 
 def write_json_atomic(path: Path, document: object) -> None:
     """Write ``document`` to ``path`` through a temp file and ``os.replace``: readers never see half a file."""
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as err:  # noqa: BLE001 - the funnel of last resort: one line, never a traceback
         if debug:
+            import traceback
+
             traceback.print_exc()
         return _report(f"internal error: {type(err).__name__}: {err} (run with --debug for details)",
                        "internal_error", int(ExitCode.INTERNAL), as_json)

@@ -10,7 +10,6 @@ so an edited field, a renumbered event or a deleted one breaks verification at t
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ def event_hash(
         "seq": seq, "timestamp": timestamp, "event_type": event_type, "pid": pid,
         "workstream": workstream, "detail": detail, "prev_hash": prev_hash,
     }
+    import hashlib  # not on the guard path, which never hashes
+
     return HASH_PREFIX + hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 

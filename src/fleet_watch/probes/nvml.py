@@ -92,7 +92,9 @@ class NvmlProbe:
         nvml = self._lib()
         if nvml is None:
             return []
-        out: list[GpuProcess] = []
+        # A process can be on both the compute and the graphics list of a device: one entry per
+        # (device, pid), keeping the larger figure (gpustat and nvitop de-duplicate the same way).
+        seen: dict[tuple[int, int], GpuProcess] = {}
         count = self._call(nvml.nvmlDeviceGetCount) or 0
         for i in range(count):
             handle = self._call(nvml.nvmlDeviceGetHandleByIndex, i)
@@ -101,5 +103,8 @@ class NvmlProbe:
             for getter in (nvml.nvmlDeviceGetComputeRunningProcesses, nvml.nvmlDeviceGetGraphicsRunningProcesses):
                 for p in self._call(getter, handle) or []:
                     used = getattr(p, "usedGpuMemory", None)
-                    out.append(GpuProcess(device=i, pid=int(p.pid), used_mb=None if used is None else int(used // MIB)))
-        return out
+                    entry = GpuProcess(device=i, pid=int(p.pid), used_mb=None if used is None else int(used // MIB))
+                    prior = seen.get((i, entry.pid))
+                    if prior is None or (entry.used_mb or 0) > (prior.used_mb or 0):
+                        seen[(i, entry.pid)] = entry
+        return list(seen.values())

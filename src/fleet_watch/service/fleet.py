@@ -77,9 +77,7 @@ class Fleet:
         cls, home: Path, *, clock: clocks.Clock | None = None, detect_total_mb: Callable[[], int] | None = None,
     ) -> Fleet:
         if detect_total_mb is None:
-            from fleet_watch.probes.machine import detect_pool_mb
-
-            detect_total_mb = detect_pool_mb
+            detect_total_mb = _detect_pool_mb
         ensure_home(home)
         settings = load_settings(home, detect_total_mb)
         return cls(settings, open_db(settings.db_path), clock or clocks.SystemClock())
@@ -417,6 +415,13 @@ class Fleet:
         since = clocks.iso_utc(self.clock.now() - hours * 3600)
         with snapshot(self.conn):
             return audit.count(self.conn, event_type="CONFLICT", since=since)
+
+
+def _detect_pool_mb() -> int:
+    """Only on first run (or a config without gpu_total_mb): NVML and sysctl stay off the guard path."""
+    from fleet_watch.probes.machine import detect_pool_mb
+
+    return detect_pool_mb()
 
 
 def _is_descendant(pid: int, ancestor: int) -> bool:

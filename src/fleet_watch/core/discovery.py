@@ -1,0 +1,379 @@
+"""Discovery decisions, pure: which processes are workloads or agent sessions, what each holds, and
+what must change in the registry to make it true again. Data in, a ``Plan`` out; no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fleet_watch.models import START_TIME_TOLERANCE_S, ProcessRecord
+
+# The four places a process's GPU figure can come from, best first.
+GPU_SOURCES = ("nvml", "apple_footprint", "estimate", "pattern_default")
+
+# Programs whose command line merely *mentions* a server (viewers, pagers, searchers, supervisors and
+# shells running "-c <script>"): matching them would register `less vllm.log` or `grep "ollama serve"`.
+OBSERVER_TOOLS = frozenset({
+    "grep", "egrep", "fgrep", "rg", "ag", "ack", "less", "more", "most", "tail", "head", "cat", "bat", "vi", "vim",
+    "nvim", "nano", "emacs", "view", "man", "watch", "tmux", "screen", "ssh", "journalctl", "sudo", "doas",
+    "timeout", "strace", "ltrace", "gdb", "lsof", "ps", "pgrep", "pkill", "kill", "killall", "fleet", "htop", "top",
+    "nvtop", "nvitop", "code", "find", "xargs", "awk", "sed", "jq", "git", "docker", "podman",
+})
+SHELLS = frozenset({"sh", "bash", "zsh", "dash", "fish", "ksh"})
+_MAX_ANCESTRY = 64  # bounded walks up the parent chain (a corrupt ppid map cannot loop us)
+
+
+class ProcLike(Protocol):
+    """What discovery needs of a process (``probes.scan.ProcInfo`` satisfies it)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def ppid(self) -> int | None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def argv(self) -> tuple[str, ...]: ...
+    @property
+    def start_time(self) -> float | None: ...
+    @property
+    def uid(self) -> int | None: ...
+    @property
+    def rss_mb(self) -> int | None: ...
+    @property
+    def readable(self) -> bool: ...
+    @property
+    def cmdline(self) -> str: ...
+    @property
+    def is_zombie(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    index: int
+    name_template: str
+    regex: re.Pattern[str]
+    workstream: str
+    priority: int
+    gpu_mb_default: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPattern:
+    name: str
+    kind: str
+    regex: re.Pattern[str]
+
+
+def compile_patterns(raw: Sequence[Mapping[str, Any]]) -> list[Pattern]:
+    """Config ``patterns`` (validated by config.py) to compiled rules; matching is case-insensitive."""
+    return [
+        Pattern(index=i, name_template=str(p["name_template"]), regex=re.compile(str(p["process_match"]), re.I),
+                workstream=str(p["workstream"]), priority=int(p.get("priority", 3)),
+                gpu_mb_default=int(p.get("gpu_mb_default", 0)))
+        for i, p in enumerate(raw)
+    ]
+
+
+def compile_session_patterns(raw: Sequence[Mapping[str, Any]]) -> list[SessionPattern]:
+    return [SessionPattern(name=str(p["name"]), kind=str(p["kind"]), regex=re.compile(str(p["process_match"]), re.I))
+            for p in raw]
+
+
+def _basename(arg: str) -> str:
+    return arg.rsplit("/", 1)[-1]
+
+
+def is_observer(argv: Sequence[str]) -> bool:
+    """A tool that only *mentions* a server on its command line, or a shell running a ``-c`` script."""
+    if not argv:
+        return False
+    prog = _basename(argv[0])
+    if prog in OBSERVER_TOOLS:
+        return True
+    return prog in SHELLS and "-c" in argv[1:3]
+
+
+def match_pattern(proc: ProcLike, patterns: Sequence[Pattern]) -> Pattern | None:
+    """The first pattern that matches the full command line of a readable, live, non-observer process."""
+    if not proc.readable or proc.is_zombie or not proc.argv or is_observer(proc.argv):
+        return None
+    text = proc.cmdline
+    for pattern in patterns:
+        if pattern.regex.search(text):
+            return pattern
+    return None
+
+
+_MODEL_FLAGS = ("--model", "--model-path", "--model-id", "--model_path", "--model-name", "-m", "--hf-repo", "-hf")
+_POSITIONAL_AFTER = ("serve", "run", "pull")
+
+
+def extract_model(argv: Sequence[str]) -> str | None:
+    """The model a server was started with: ``--model X``/``--model=X``/``-m X`` and friends, or the
+    positional after ``serve`` (``vllm serve meta-llama/...``). ``None`` when there is none."""
+    for i, arg in enumerate(argv):
+        for flag in _MODEL_FLAGS:
+            if arg == flag and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                # `python -m mlx_lm.server` names a module, not a model.
+                if flag == "-m" and i > 0 and _basename(argv[0]).startswith("python"):
+                    break
+                return argv[i + 1]
+            if flag.startswith("--") and arg.startswith(flag + "="):
+                return arg.split("=", 1)[1] or None
+    for i, arg in enumerate(argv[1:], start=1):
+        if arg in _POSITIONAL_AFTER and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            return argv[i + 1]
+    return None
+
+
+_SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)[bB](?![a-zA-Z])")
+
+
+def model_short(model: str | None) -> str:
+    """``meta-llama/Llama-3.1-8B-Instruct`` -> ``8B``; else the last path part (30 chars); else ``unknown``."""
+    if not model:
+        return "unknown"
+    m = _SIZE.search(model)
+    if m:
+        return m.group(1) + "B"
+    tail = model.rstrip("/").rsplit("/", 1)[-1]
+    return tail[:30] or "unknown"
+
+
+def render_name(template: str, model: str | None) -> str:
+    values = {"model": model or "unknown", "model_short": model_short(model)}
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError):
+        return template
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One discovered workload: a matching process plus the same-pattern processes below it."""
+
+    pid: int
+    start_time: float
+    uid: int | None
+    pattern: Pattern
+    name: str
+    model: str | None
+    cmdline: str
+    ports: tuple[int, ...]
+    member_pids: tuple[int, ...]  # pid first, then folded descendants
+    rss_mb: int
+
+
+def ancestry(pid: int, parent: Mapping[int, int | None]) -> list[int]:
+    """Ancestors of ``pid``, nearest first, bounded and loop-safe."""
+    out: list[int] = []
+    seen = {pid}
+    current = parent.get(pid)
+    while current and current not in seen and len(out) < _MAX_ANCESTRY:
+        out.append(current)
+        seen.add(current)
+        current = parent.get(current)
+    return out
+
+
+def find_workloads(
+    procs: Iterable[ProcLike], patterns: Sequence[Pattern], ports_by_pid: Mapping[int, Collection[int]],
+    exclude_pids: Collection[int] = (),
+) -> list[Workload]:
+    """Match every process; fold a match into its nearest matching ancestor of the same pattern (Ollama's
+    runners into ``ollama serve``, a server's re-exec'd child into the server), with all their ports."""
+    index = {p.pid: p for p in procs}
+    parent = {p.pid: p.ppid for p in index.values()}
+    matched: dict[int, Pattern] = {}
+    for p in index.values():
+        if p.pid in exclude_pids or p.start_time is None:
+            continue
+        pat = match_pattern(p, patterns)
+        if pat is not None:
+            matched[p.pid] = pat
+    root_of: dict[int, int] = {}
+    for pid, pat in matched.items():
+        root = pid
+        for anc in ancestry(pid, parent):
+            if matched.get(anc) is pat:
+                root = anc
+        root_of[pid] = root
+    members: dict[int, list[int]] = {}
+    for pid in sorted(matched):
+        members.setdefault(root_of[pid], []).append(pid)
+    out: list[Workload] = []
+    for root, group in sorted(members.items()):
+        proc = index[root]
+        group_sorted = [root, *[m for m in group if m != root]]
+        ports = sorted({port for m in group_sorted for port in ports_by_pid.get(m, ())})
+        model = extract_model(proc.argv)
+        assert proc.start_time is not None
+        out.append(Workload(
+            pid=root, start_time=proc.start_time, uid=proc.uid, pattern=matched[root],
+            name=render_name(matched[root].name_template, model), model=model, cmdline=proc.cmdline,
+            ports=tuple(ports), member_pids=tuple(group_sorted),
+            rss_mb=sum(index[m].rss_mb or 0 for m in group_sorted),
+        ))
+    return out
+
+
+def attribute_gpu(
+    workloads: Sequence[Workload], gpu_used: Mapping[int, Mapping[str, int]], parent: Mapping[int, int | None],
+) -> dict[int, dict[str, int]]:
+    """{workload pid: {device: MB}} from per-PID GPU use. A GPU process that is not itself a workload
+    member counts for its nearest workload ancestor (vLLM's engine core, a torchrun worker)."""
+    owner = {m: w.pid for w in workloads for m in w.member_pids}
+    out: dict[int, dict[str, int]] = {}
+    for pid, per_device in gpu_used.items():
+        root = owner.get(pid)
+        if root is None:
+            root = next((owner[a] for a in ancestry(pid, parent) if a in owner), None)
+        if root is None:
+            continue
+        bucket = out.setdefault(root, {})
+        for device, mb in per_device.items():
+            bucket[device] = bucket.get(device, 0) + mb
+    return out
+
+
+def resolve_gpu(
+    *, nvml_mb: int | None, footprint_mb: int | None, estimate_mb: int | None, default_mb: int,
+) -> tuple[int, str]:
+    """NVML, then the Apple footprint, then the estimator's figure, then the pattern default."""
+    if nvml_mb is not None:
+        return nvml_mb, "nvml"
+    if footprint_mb is not None:
+        return footprint_mb, "apple_footprint"
+    if estimate_mb is not None:
+        return estimate_mb, "estimate"
+    return default_mb, "pattern_default"
+
+
+def gpu_changed(old_mb: int, new_mb: int) -> bool:
+    """Live NVML figures wobble: only a move of more than 64 MB and 5 % is an update worth an event."""
+    delta = abs(new_mb - old_mb)
+    return delta > 64 and delta > 0.05 * max(old_mb, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A workload together with its GPU figure, ready to compare with the registry."""
+
+    workload: Workload
+    gpu_mb: int
+    gpu_source: str
+    gpu_devices: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    record: ProcessRecord
+    observed: Observed
+    ports_added: tuple[int, ...]
+    ports_removed: tuple[int, ...]
+    gpu_changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    record: ProcessRecord
+    reason: str  # dead_pid | pid_reused | zombie | no_longer_matches
+
+
+@dataclass(slots=True)
+class Plan:
+    adds: list[Observed] = field(default_factory=list)
+    updates: list[Update] = field(default_factory=list)
+    removals: list[Removal] = field(default_factory=list)
+    heartbeats: list[int] = field(default_factory=list)  # record ids seen alive
+
+    @property
+    def empty(self) -> bool:
+        return not (self.adds or self.updates or self.removals)
+
+
+def liveness(record: ProcessRecord, proc: ProcLike | None) -> str | None:
+    """Why a row's process is gone according to the scan, ``None`` if alive, ``"absent"`` if not seen."""
+    if proc is None:
+        return "absent"
+    if proc.start_time is None or abs(proc.start_time - record.start_time) > START_TIME_TOLERANCE_S:
+        return "pid_reused"
+    if proc.is_zombie:
+        return "zombie"
+    return None
+
+
+def plan_changes(
+    observed: Sequence[Observed], records: Sequence[ProcessRecord], death: Mapping[int, str | None],
+    discover_source: str = "discover",
+) -> Plan:
+    """Diff what runs against what is registered. ``death`` maps record id -> reason it is gone (None: alive).
+
+    Rows whose process is gone are removed (whoever registered them); discovered rows follow their
+    process's ports and GPU figure; every live row gets a heartbeat; a new match is added.
+    """
+    plan = Plan()
+    by_pid = {o.workload.pid: o for o in observed}
+    registered_pids: set[int] = set()
+    for rec in records:
+        reason = death.get(rec.record_id)
+        if reason is not None:
+            plan.removals.append(Removal(rec, reason))
+            continue
+        registered_pids.add(rec.pid)
+        plan.heartbeats.append(rec.record_id)
+        obs = by_pid.get(rec.pid)
+        if rec.source != discover_source:
+            continue
+        if obs is None:
+            plan.removals.append(Removal(rec, "no_longer_matches"))
+            continue
+        new_ports, old_ports = set(obs.workload.ports), set(rec.ports)
+        changed_gpu = gpu_changed(rec.gpu_mb, obs.gpu_mb) or (rec.gpu_mb == 0) != (obs.gpu_mb == 0)
+        if new_ports != old_ports or changed_gpu:
+            plan.updates.append(Update(
+                record=rec, observed=obs, ports_added=tuple(sorted(new_ports - old_ports)),
+                ports_removed=tuple(sorted(old_ports - new_ports)), gpu_changed=changed_gpu,
+            ))
+    plan.adds = [o for o in observed if o.workload.pid not in registered_pids]
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMatch:
+    pid: int
+    kind: str
+    name: str
+    member_pids: tuple[int, ...]
+
+
+def find_sessions(
+    procs: Iterable[ProcLike], patterns: Sequence[SessionPattern], exclude_pids: Collection[int] = (),
+) -> list[SessionMatch]:
+    """Agent CLIs by command line; a same-kind descendant (Claude's sub-agents, a node re-exec) folds into
+    the topmost matching ancestor, so one session is one row."""
+    index = {p.pid: p for p in procs}
+    parent = {p.pid: p.ppid for p in index.values()}
+    kind_of: dict[int, SessionPattern] = {}
+    for p in index.values():
+        if p.pid in exclude_pids or not p.readable or p.is_zombie or not p.argv or is_observer(p.argv):
+            continue
+        text = p.cmdline
+        for sp in patterns:
+            if sp.regex.search(text):
+                kind_of[p.pid] = sp
+                break
+    groups: dict[int, list[int]] = {}
+    for pid, sp in sorted(kind_of.items()):
+        root = pid
+        for anc in ancestry(pid, parent):
+            if anc in kind_of and kind_of[anc].kind == sp.kind:
+                root = anc
+        groups.setdefault(root, []).append(pid)
+    return [SessionMatch(pid=root, kind=kind_of[root].kind, name=kind_of[root].name,
+                         member_pids=(root, *[m for m in group if m != root]))
+            for root, group in sorted(groups.items())]

@@ -1,0 +1,84 @@
+"""40 real CLI processes racing for one resource: exactly one winner, the budget holds, the chain verifies."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet_watch import events, registry
+from tests.conftest import Children
+
+RACERS = 40
+
+# Each racer imports everything first, then waits for the gate file, so all 40 hit the database together.
+_RACER = """
+import os, sys, time
+from fleet_watch.cli import main
+gate = sys.argv[1]
+deadline = time.monotonic() + 60
+while not os.path.exists(gate) and time.monotonic() < deadline:
+    time.sleep(0.002)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _race(home: Path, tmp_path: Path, arg_lists: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+    gate = tmp_path / "gate"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RACER, str(gate), *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for args in arg_lists
+    ]
+    time.sleep(1.5)  # let every racer finish importing
+    gate.touch()
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
+
+
+def _verify(home: Path) -> tuple[bool, int]:
+    conn = registry.connect(home)
+    try:
+        return events.verify_chain(conn)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("resource", ["port", "repo"])
+def test_exactly_one_winner(fleet_home: Path, tmp_path: Path, children: Children, resource: str) -> None:
+    sleepers = [children.sleeper() for _ in range(RACERS)]
+    target = ["--port", "18900"] if resource == "port" else ["--repo", str(tmp_path)]
+    results = _race(fleet_home, tmp_path, [
+        ["register", "--pid", str(p.pid), "--name", f"r{i}", "--workstream", "race", *target]
+        for i, p in enumerate(sleepers)
+    ])
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0] + [1] * (RACERS - 1), [r.stderr for r in results if r.returncode not in (0, 1)]
+    assert all("Traceback" not in r.stderr for r in results)
+    conn = sqlite3.connect(fleet_home / "registry.db")
+    assert conn.execute("SELECT COUNT(*) FROM claims WHERE kind = ?", (resource,)).fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM events WHERE event_type = 'CONFLICT'").fetchone()[0] == RACERS - 1
+    assert conn.execute("SELECT COUNT(*) FROM events WHERE event_type = 'REGISTER'").fetchone()[0] == 1
+    assert _verify(fleet_home) == (True, RACERS)
+
+
+def test_gpu_budget_never_exceeded(fleet_home: Path, tmp_path: Path, children: Children) -> None:
+    sleepers = [children.sleeper() for _ in range(RACERS)]
+    results = _race(fleet_home, tmp_path, [
+        ["register", "--pid", str(p.pid), "--name", f"g{i}", "--workstream", "race", "--gpu", "10000"]
+        for i, p in enumerate(sleepers)
+    ])
+    winners = [r for r in results if r.returncode == 0]
+    assert len(winners) == 5  # 57344 MB allocatable / 10000 MB each
+    assert all(r.returncode == 1 and "GPU budget exceeded" in r.stderr for r in results if r.returncode)
+    conn = sqlite3.connect(fleet_home / "registry.db")
+    allocated = conn.execute("SELECT SUM(amount_mb) FROM claims WHERE kind = 'gpu'").fetchone()[0]
+    assert allocated == 50000 <= 65536 - 8192
+    assert _verify(fleet_home) == (True, RACERS)
