@@ -10,7 +10,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -91,6 +91,8 @@ class Settings:
     preferred_ports: tuple[int, ...]
     physical_ram_mb: int | None
     raw: Mapping[str, Any]
+    # Per-device budgets (device index -> (total MB, reserve MB)); empty means the single pool.
+    gpu_devices: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def db_path(self) -> Path:
@@ -163,7 +165,15 @@ def merge(defaults: Mapping[str, Any], user: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def load_settings(home: Path, detect_total_mb: Callable[[], int]) -> Settings:
+# What detection may return: the pool size alone, or the pool size and each NVIDIA device's VRAM.
+Detected = int | tuple[int, Mapping[str, int]]
+
+
+def _split(detected: Detected) -> tuple[int, Mapping[str, int]]:
+    return (detected, {}) if isinstance(detected, int) else detected
+
+
+def load_settings(home: Path, detect_total_mb: Callable[[], Detected]) -> Settings:
     """Read ``config.json`` (writing the defaults on first run), merge, validate.
 
     ``detect_total_mb`` is called only when the pool size is not in the file yet: first run, or a user
@@ -179,7 +189,12 @@ def load_settings(home: Path, detect_total_mb: Callable[[], int]) -> Settings:
 
     if text is None:
         ensure_home(home)
-        document = default_document(_positive_int(detect_total_mb(), "gpu_total_mb (detected)"))
+        detected_total, devices = _split(detect_total_mb())
+        document = default_document(_positive_int(detected_total, "gpu_total_mb (detected)"))
+        if len(devices) > 1:  # one budget per device; with one device or none the single pool is enough
+            document["gpu_devices"] = {
+                index: {"total_mb": mb, "reserve_mb": default_reserve_mb(mb)} for index, mb in devices.items()
+            }
         try:
             write_json_atomic(path, document)
         except OSError as err:
@@ -194,7 +209,7 @@ def load_settings(home: Path, detect_total_mb: Callable[[], int]) -> Settings:
         raise ConfigError(f"{path} must hold a JSON object, not {type(user).__name__}")
     total = user.get("gpu_total_mb")
     if total is None:
-        total = detect_total_mb()
+        total = _split(detect_total_mb())[0]
     merged = merge(default_document(total if _is_int(total) and total > 0 else 1), user)
     merged["gpu_total_mb"] = total
     if "gpu_reserve_mb" not in user and _is_int(total) and total > 0:
@@ -297,7 +312,9 @@ def _validate(home: Path, doc: dict[str, Any]) -> Settings:
         if not _is_number(mult) or mult < 1.0:
             raise ConfigError(f"config key 'gpu_estimator.framework_overhead.{name}' must be a number >= 1.0")
 
+    devices = _validate_devices(doc.get("gpu_devices", {}))
     return Settings(
+        gpu_devices=devices,
         home=home,
         gpu_total_mb=total,
         gpu_reserve_mb=reserve,
@@ -305,3 +322,22 @@ def _validate(home: Path, doc: dict[str, Any]) -> Settings:
         physical_ram_mb=ram,
         raw=doc,
     )
+
+
+def _validate_devices(value: object) -> dict[str, tuple[int, int]]:
+    """``gpu_devices``: {"0": {"total_mb": N, "reserve_mb": R}, ...} with 0 <= R < N."""
+    if not isinstance(value, dict):
+        raise ConfigError("config key 'gpu_devices' must be an object mapping device index to a budget")
+    out: dict[str, tuple[int, int]] = {}
+    for index, budget in value.items():
+        where = f"gpu_devices.{index}"
+        if not str(index).isdigit():
+            raise ConfigError(f"config key {where!r}: device index must be a non-negative integer")
+        if not isinstance(budget, dict):
+            raise ConfigError(f"config key {where!r} must be an object with total_mb and reserve_mb")
+        total = _positive_int(budget.get("total_mb"), f"{where}.total_mb")
+        reserve = budget.get("reserve_mb", default_reserve_mb(total))
+        if not _is_int(reserve) or not 0 <= reserve < total:
+            raise ConfigError(f"config key '{where}.reserve_mb' must be an integer >= 0 and below total_mb")
+        out[str(int(index))] = (total, reserve)
+    return out

@@ -12,12 +12,10 @@ from fleet_watch.errors import UsageError
 from fleet_watch.service.fleet import GuardRequest, GuardResult
 
 
-def _evaluate(port: int | None, repo: str | None, gpu: int | None, framework: str | None, model: str | None,
-              session_id: str | None) -> GuardResult:
+def _evaluate(request: GuardRequest) -> GuardResult:
     fleet = open_fleet()
     try:
-        return fleet.evaluate(GuardRequest(port=port, repo=repo, gpu_mb=gpu, framework=framework, model=model,
-                                           session_id=current_session(session_id)))
+        return fleet.evaluate(request)
     finally:
         fleet.close()
 
@@ -26,14 +24,16 @@ def _evaluate(port: int | None, repo: str | None, gpu: int | None, framework: st
 @click.option("--port", type=int, help="TCP port you are about to bind.")
 @click.option("--repo", help="Repository (directory) you are about to write to.")
 @click.option("--gpu", type=int, help="GPU memory (MB) you are about to claim.")
+@click.option("--gpu-device", type=int, help="NVIDIA device index of the claim (multi-GPU machines).")
 @click.option("--framework", help="Inference framework hint (candle, vllm, mlx, ollama, llama_cpp, ...).")
 @click.option("--model", help="Model name or path hint.")
 @click.option("--session-id", help="Your session id (default: $FLEET_SESSION_ID).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON contract.")
-def guard(port: int | None, repo: str | None, gpu: int | None, framework: str | None, model: str | None,
-          session_id: str | None, as_json: bool) -> int:
+def guard(port: int | None, repo: str | None, gpu: int | None, gpu_device: int | None, framework: str | None,
+          model: str | None, session_id: str | None, as_json: bool) -> int:
     """Pre-flight: may I use this port, repo and GPU memory? Exit 0 = allowed, 1 = denied."""
-    result = _evaluate(port, repo, gpu, framework, model, session_id)
+    result = _evaluate(GuardRequest(port=port, repo=repo, gpu_mb=gpu, gpu_device=gpu_device, framework=framework,
+                                    model=model, session_id=current_session(session_id)))
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -72,12 +72,14 @@ def human_lines(result: GuardResult) -> list[str]:
 @click.option("--port", type=int, help="TCP port to probe.")
 @click.option("--repo", help="Repository path to probe.")
 @click.option("--gpu", type=int, help="GPU memory (MB) to probe.")
+@click.option("--gpu-device", type=int, help="NVIDIA device index (multi-GPU machines).")
 @click.option("--session-id", help="Your session id (default: $FLEET_SESSION_ID).")
-def check(port: int | None, repo: str | None, gpu: int | None, session_id: str | None) -> int:
+def check(port: int | None, repo: str | None, gpu: int | None, gpu_device: int | None, session_id: str | None) -> int:
     """Is this port / repo / GPU amount available? One line each; exit 0 if all are, else 1."""
     if port is None and repo is None and gpu is None:
         raise UsageError("specify --port, --repo or --gpu")
-    result = _evaluate(port, repo, gpu, None, None, session_id)
+    result = _evaluate(GuardRequest(port=port, repo=repo, gpu_mb=gpu, gpu_device=gpu_device,
+                                    session_id=current_session(session_id)))
     answers: list[tuple[bool, str]] = []
     c: dict[str, Any] | None
     if (c := result.checks.get("port")) is not None:

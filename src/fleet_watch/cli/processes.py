@@ -15,21 +15,24 @@ from fleet_watch.errors import UsageError
 @click.option("--workstream", required=True, help="Project or workstream it belongs to.")
 @click.option("--port", type=int, help="TCP port it holds.")
 @click.option("--gpu", "gpu_mb", type=int, default=0, show_default=True, help="GPU memory it claims (MB).")
+@click.option("--gpu-device", type=int, help="NVIDIA device index the GPU claim is on (multi-GPU machines).")
 @click.option("--repo", help="Repository it writes to (locks the directory and everything inside it).")
 @click.option("--priority", type=int, default=3, show_default=True, help="1 (lowest) to 5 (highest).")
 @click.option("--session-id", help="Owning session (default: cli-<pid>).")
 @click.option("--model", help="Model it serves.")
 @click.option("--start-cmd", help="Command line that started it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the registered row as JSON.")
-def register(pid: int, name: str, workstream: str, port: int | None, gpu_mb: int, repo: str | None, priority: int,
-             session_id: str | None, model: str | None, start_cmd: str | None, as_json: bool) -> int:
+def register(pid: int, name: str, workstream: str, port: int | None, gpu_mb: int, gpu_device: int | None,
+             repo: str | None, priority: int, session_id: str | None, model: str | None, start_cmd: str | None,
+             as_json: bool) -> int:
     """Register a running process and its claims. Exit 1 (and a CONFLICT event) when a claim is held."""
     from fleet_watch.reports.state import process_view
 
     fleet = open_fleet()
     try:
         record = fleet.register(pid=pid, name=name, workstream=workstream, port=port, gpu_mb=gpu_mb, repo=repo,
-                                priority=priority, session_id=session_id, model=model, start_cmd=start_cmd)
+                                priority=priority, session_id=session_id, model=model, start_cmd=start_cmd,
+                                gpu_device=gpu_device)
     finally:
         fleet.close()
     if as_json:

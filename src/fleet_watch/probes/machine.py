@@ -68,5 +68,7 @@ def detect_memory(gpu: GpuProbe | None = None) -> MachineMemory:
                          apple_limit_estimated=estimated)
 
 
-def detect_pool_mb() -> int:
-    return detect_memory().pool_mb
+def detect_pool_mb() -> tuple[int, dict[str, int]]:
+    """The default pool, and each NVIDIA device's VRAM by index (for per-device budgets)."""
+    memory = detect_memory()
+    return memory.pool_mb, {str(d.index): d.total_mb for d in memory.gpu_devices}

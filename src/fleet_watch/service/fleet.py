@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_watch import clock as clocks
-from fleet_watch.config import Settings, ensure_home, load_settings
+from fleet_watch.config import Detected, Settings, ensure_home, load_settings
 from fleet_watch.core import chain, guard, paths
 from fleet_watch.errors import Conflict, NotFound, UsageError
 from fleet_watch.models import GPU_POOL, START_TIME_TOLERANCE_S, Claim, GpuBudget, ProcessRecord
@@ -47,6 +47,7 @@ class GuardRequest:
     framework: str | None = None
     model: str | None = None
     session_id: str | None = None
+    gpu_device: int | None = None
 
 
 @dataclass(slots=True)
@@ -74,7 +75,7 @@ class Fleet:
 
     @classmethod
     def open(
-        cls, home: Path, *, clock: clocks.Clock | None = None, detect_total_mb: Callable[[], int] | None = None,
+        cls, home: Path, *, clock: clocks.Clock | None = None, detect_total_mb: Callable[[], Detected] | None = None,
     ) -> Fleet:
         if detect_total_mb is None:
             detect_total_mb = _detect_pool_mb
@@ -110,7 +111,7 @@ class Fleet:
     def register(
         self, *, pid: int, name: str, workstream: str, port: int | None = None, gpu_mb: int = 0,
         repo: str | None = None, priority: int = 3, session_id: str | None = None, model: str | None = None,
-        start_cmd: str | None = None, source: str = "manual",
+        start_cmd: str | None = None, source: str = "manual", gpu_device: int | None = None,
     ) -> ProcessRecord:
         validate_port(port)
         if gpu_mb < 0:
@@ -120,6 +121,7 @@ class Fleet:
         for label, text in (("name", name), ("workstream", workstream)):
             if not text.strip():
                 raise UsageError(f"{label} must not be empty")
+        device = self.device_key(gpu_device)
         facts = process_facts(pid)
         if facts is None or facts.is_zombie:
             raise NotFound(f"PID {pid} is not a running process")
@@ -132,7 +134,7 @@ class Fleet:
             conflict = self._register_locked(
                 pid=pid, start_time=facts.start_time, uid=facts.uid, name=name, workstream=workstream, port=port,
                 gpu_mb=gpu_mb, repo_dir=repo_dir, priority=priority, session=session, model=model,
-                start_cmd=start_cmd, source=source, os_conflict=os_conflict,
+                start_cmd=start_cmd, source=source, os_conflict=os_conflict, device=device,
             )
         if conflict is not None:
             raise conflict
@@ -153,7 +155,7 @@ class Fleet:
     def _register_locked(
         self, *, pid: int, start_time: float, uid: int | None, name: str, workstream: str, port: int | None,
         gpu_mb: int, repo_dir: str | None, priority: int, session: str, model: str | None,
-        start_cmd: str | None, source: str, os_conflict: dict[str, Any] | None,
+        start_cmd: str | None, source: str, os_conflict: dict[str, Any] | None, device: str | None = None,
     ) -> Conflict | None:
         now_iso = clocks.iso_utc(self.clock.now())
         existing = registry.record_by_pid(self.conn, pid)
@@ -186,13 +188,12 @@ class Fleet:
                                           holder, repo_dir=claim.key)
 
         if gpu_mb > 0:
-            budget = self._budget(GPU_POOL)
-            if gpu_mb > budget.available_mb:
-                for claim in registry.gpu_claims(self.conn, GPU_POOL):
-                    self._live_holder(claim)  # drops the dead, so the sum below counts only live claims
-                budget = self._budget(GPU_POOL)
-            if gpu_mb > budget.available_mb:
-                verdict = guard.check_gpu(gpu_mb, budget)
+            verdict = self._gpu_verdict(gpu_mb, device, self._budget(None))
+            if not verdict["allowed"]:
+                for claim in registry.gpu_claims(self.conn):
+                    self._live_holder(claim)  # drops the dead, so the sums below count only live claims
+                verdict = self._gpu_verdict(gpu_mb, device, self._budget(None))
+            if not verdict["allowed"]:
                 return self._conflict(pid, name, workstream, "gpu", verdict["reason"], None, gpu_mb=gpu_mb)
 
         record_id = registry.insert_process(
@@ -205,10 +206,10 @@ class Fleet:
         if repo_dir is not None:
             registry.add_claim(self.conn, record_id, "repo", repo_dir, 0, now_iso)
         if gpu_mb > 0:
-            registry.add_claim(self.conn, record_id, "gpu", GPU_POOL, gpu_mb, now_iso)
+            registry.add_claim(self.conn, record_id, "gpu", device or GPU_POOL, gpu_mb, now_iso)
         self._event("REGISTER", pid, workstream, {
             "name": name, "start_time": start_time, "port": port, "gpu_mb": gpu_mb, "repo_dir": repo_dir,
-            "priority": priority, "session_id": session, "source": source,
+            "priority": priority, "session_id": session, "source": source, "gpu_device": device,
         })
         return None
 
@@ -235,9 +236,38 @@ class Fleet:
         self._drop_dead(h.record_id, h.pid, h.name, h.workstream, reason)
         return None
 
-    def _budget(self, device: str) -> GpuBudget:
-        return GpuBudget(total_mb=self.settings.gpu_total_mb, reserve_mb=self.settings.gpu_reserve_mb,
-                         allocated_mb=registry.gpu_allocated_mb(self.conn, device))
+    def _budget(self, device: str | None) -> GpuBudget:
+        """The single pool (``None``: every GPU claim counts) or one configured device's budget."""
+        if device is None:
+            return GpuBudget(total_mb=self.settings.gpu_total_mb, reserve_mb=self.settings.gpu_reserve_mb,
+                             allocated_mb=registry.gpu_allocated_mb(self.conn))
+        total, reserve = self.settings.gpu_devices[device]
+        return GpuBudget(total_mb=total, reserve_mb=reserve, allocated_mb=registry.gpu_allocated_mb(self.conn, device))
+
+    def device_key(self, gpu_device: int | None) -> str | None:
+        """The claim key for ``--gpu-device``: None for the single pool (no device, or one device or none)."""
+        if gpu_device is None:
+            return None
+        if gpu_device < 0:
+            raise UsageError(f"GPU device must be >= 0, got {gpu_device}")
+        devices = self.settings.gpu_devices
+        if not devices:
+            if gpu_device == 0:
+                return None
+            raise UsageError(f"GPU device {gpu_device} is not configured: this machine has a single GPU pool")
+        if str(gpu_device) not in devices:
+            raise UsageError(f"GPU device {gpu_device} is not configured (devices: {', '.join(sorted(devices))})")
+        return str(gpu_device)
+
+    def _gpu_verdict(self, requested: int, device: str | None, pool: GpuBudget) -> dict[str, Any]:
+        """The pool must fit the claim, and so must the named device's own budget."""
+        verdict = guard.check_gpu(requested, pool)
+        if device is None or not verdict["allowed"]:
+            return verdict if device is None else {**verdict, "device": int(device)}
+        dev = guard.check_gpu(requested, self._budget(device))
+        if not dev["allowed"]:
+            dev["reason"] = f"GPU {device}: {dev['reason']}"
+        return {**dev, "device": int(device)}
 
     # -- heartbeat, release, clean ------------------------------------------------------------------------
     def heartbeat(self, pid: int) -> ProcessRecord:
@@ -310,12 +340,14 @@ class Fleet:
         if req.gpu_mb is not None and req.gpu_mb < 0:
             raise UsageError(f"GPU MB must be >= 0, got {req.gpu_mb}")
         repo_dir = resolve_repo(req.repo) if req.repo is not None else None
+        device = self.device_key(req.gpu_device)
         with snapshot(self.conn):
             port_claim = registry.port_claim(self.conn, req.port) if req.port is not None else None
             repo_claims = (registry.repo_claims_overlapping(self.conn, repo_dir, paths.ancestors(repo_dir))
                            if repo_dir is not None else [])
-            gpu_claims = registry.gpu_claims(self.conn, GPU_POOL) if req.gpu_mb else []
-            allocated = registry.gpu_allocated_mb(self.conn, GPU_POOL)
+            gpu_claims = registry.gpu_claims(self.conn) if req.gpu_mb else []
+            allocated = registry.gpu_allocated_mb(self.conn)
+            device_budget = self._budget(device) if device is not None else None
             count = registry.process_count(self.conn)
             occupied = registry.claimed_ports(self.conn)
             locked = registry.locked_repos(self.conn)
@@ -339,7 +371,11 @@ class Fleet:
 
         budget = GpuBudget(total_mb=self.settings.gpu_total_mb, reserve_mb=self.settings.gpu_reserve_mb,
                            allocated_mb=allocated)
-        if req.gpu_mb and req.gpu_mb > budget.available_mb:
+        needs_liveness = req.gpu_mb and (
+            req.gpu_mb > budget.available_mb
+            or (device_budget is not None and req.gpu_mb > device_budget.available_mb)
+        )
+        if needs_liveness:
             # Only a denial is worth the cost of checking every GPU holder: dead claims free their share.
             for c in gpu_claims:
                 if c.holder.record_id not in dead and self.death_reason(c.holder.pid, c.holder.start_time):
@@ -347,6 +383,10 @@ class Fleet:
             dead_mb = sum(c.amount_mb for c in gpu_claims if c.holder.record_id in dead)
             budget = GpuBudget(total_mb=budget.total_mb, reserve_mb=budget.reserve_mb,
                                allocated_mb=allocated - dead_mb)
+            if device_budget is not None:
+                dead_dev = sum(c.amount_mb for c in gpu_claims if c.holder.record_id in dead and c.key == device)
+                device_budget = GpuBudget(total_mb=device_budget.total_mb, reserve_mb=device_budget.reserve_mb,
+                                          allocated_mb=device_budget.allocated_mb - dead_dev)
 
         dead_pids = {c.holder.pid for c in (*([port_claim] if port_claim else []), *repo_claims, *gpu_claims)
                      if c.holder.record_id in dead}
@@ -362,6 +402,11 @@ class Fleet:
             checks["repo"] = guard.check_repo(repo_dir, holders=repo_holders, session_id=req.session_id)
         if req.gpu_mb is not None:
             checks["gpu"] = guard.check_gpu(req.gpu_mb, budget)
+            if device is not None and device_budget is not None:
+                dev = guard.check_gpu(req.gpu_mb, device_budget)
+                if checks["gpu"]["allowed"] and not dev["allowed"]:
+                    checks["gpu"] = {**dev, "reason": f"GPU {device}: {dev['reason']}"}
+                checks["gpu"]["device"] = int(device)
 
         state = {
             "process_count": count - len(dead),
@@ -393,7 +438,7 @@ class Fleet:
 
     def budget(self) -> GpuBudget:
         with snapshot(self.conn):
-            return self._budget(GPU_POOL)
+            return self._budget(None)
 
     def history(self, *, event_type: str | None, hours: float | None, limit: int) -> list[Any]:
         if event_type is not None and event_type.upper() not in chain.EVENT_TYPES:
@@ -417,7 +462,7 @@ class Fleet:
             return audit.count(self.conn, event_type="CONFLICT", since=since)
 
 
-def _detect_pool_mb() -> int:
+def _detect_pool_mb() -> tuple[int, dict[str, int]]:
     """Only on first run (or a config without gpu_total_mb): NVML and sysctl stay off the guard path."""
     from fleet_watch.probes.machine import detect_pool_mb
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fleet_watch.clock import iso_utc
-from fleet_watch.models import GPU_POOL
 from fleet_watch.reports.state import build_state
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.store import audit, registry
@@ -16,7 +15,7 @@ def gather_state(fleet: Fleet) -> dict[str, Any]:
     now = fleet.clock.now()
     with snapshot(fleet.conn):
         records = registry.list_records(fleet.conn)
-        budget = fleet._budget(GPU_POOL)
+        budget = fleet._budget(None)
         recent = audit.query(fleet.conn, since=iso_utc(now - 3600), limit=20)
         conflicts = audit.count(fleet.conn, event_type="CONFLICT", since=iso_utc(now - 86400))
     alive = {r.record_id: fleet.death_reason(r.pid, r.start_time) is None for r in records}

@@ -131,7 +131,10 @@ def repo_claims_overlapping(conn: sqlite3.Connection, path: str, ancestors: list
     )
 
 
-def gpu_claims(conn: sqlite3.Connection, device: str) -> list[Claim]:
+def gpu_claims(conn: sqlite3.Connection, device: str | None = None) -> list[Claim]:
+    """GPU claims on one device key, or on every device and the pool when ``device`` is None."""
+    if device is None:
+        return _claims(conn, "WHERE c.kind = 'gpu' AND c.amount_mb > 0", ())
     return _claims(conn, "WHERE c.kind = 'gpu' AND c.key = ? AND c.amount_mb > 0", (device,))
 
 
