@@ -150,3 +150,31 @@ def test_clean_logs_heartbeat_expiry_once(fleet, fleet_home: Path, children: Chi
     # The process is alive, so it keeps its claim; a heartbeat re-arms the expiry.
     assert fleet("status", "--json").json()["ports_claimed"] == {"18450": proc.pid}
     assert fleet("heartbeat", "--pid", str(proc.pid)).returncode == 0
+
+
+def test_register_asks_the_os_who_listens(fleet, children: Children) -> None:
+    server = children.listener(0, argv=["vllm", "serve", "qwen"])
+    port = str(server.bound_ports[0])  # type: ignore[attr-defined]
+    squatter = children.sleeper()
+    taken = fleet("register", "--pid", str(squatter.pid), "--name", "late", "--workstream", "w", "--port", port)
+    assert taken.returncode == 1 and f"in use by PID {server.pid}" in taken.stderr
+    # The listener itself may register the port it holds.
+    ok = fleet("register", "--pid", str(server.pid), "--name", "vllm", "--workstream", "w", "--port", port)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_register_a_launcher_whose_child_listens(fleet, children: Children, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    helper = Path(__file__).parent.parent / "helpers" / "listen.py"
+    launcher = subprocess.Popen(["bash", "-c", f'"{sys.executable}" "{helper}" --ports 0 & wait'],
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+    children.procs.append(launcher)  # type: ignore[arg-type]
+    assert launcher.stdout is not None
+    port = launcher.stdout.readline().split()[0]
+    try:
+        ok = fleet("register", "--pid", str(launcher.pid), "--name", "wrapper", "--workstream", "w", "--port", port)
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        os.killpg(launcher.pid, signal.SIGKILL)  # its own new session: the launcher and its child only
