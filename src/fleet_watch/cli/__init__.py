@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "release": ("fleet_watch.cli.processes", "release", "Release a process's claims (--pid) or one port (--port)."),
     "clean": ("fleet_watch.cli.processes", "clean", "Drop rows whose process is gone; log expired heartbeats."),
     "history": ("fleet_watch.cli.history", "history", "The hash-chained audit trail; --verify checks it."),
+    "discover": ("fleet_watch.cli.discover", "discover", "Scan processes once; register, update and clean workloads."),
+    "watch": ("fleet_watch.cli.watch", "watch", "Discovery cycles in the foreground until SIGINT/SIGTERM."),
+    "health": ("fleet_watch.cli.health", "health", "Memory pressure, sessions, idle workloads, GPU memory watch."),
 }
 
 

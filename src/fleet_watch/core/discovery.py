@@ -119,7 +119,7 @@ def extract_model(argv: Sequence[str]) -> str | None:
         for flag in _MODEL_FLAGS:
             if arg == flag and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
                 # `python -m mlx_lm.server` names a module, not a model.
-                if flag == "-m" and i > 0 and _basename(argv[0]).startswith("python"):
+                if flag == "-m" and i == 1 and _basename(argv[0]).startswith("python"):
                     break
                 return argv[i + 1]
             if flag.startswith("--") and arg.startswith(flag + "="):

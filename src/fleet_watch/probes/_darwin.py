@@ -127,7 +127,7 @@ def phys_footprint_mb(pid: int) -> int | None:
         return None
 
     class RusageInfoV2(ctypes.Structure):
-        _fields_ = [  # noqa: RUF012 - ctypes layout, fixed by <sys/resource.h>
+        _fields_ = [
             ("ri_uuid", ctypes.c_uint8 * 16),
             *[(name, ctypes.c_uint64) for name in (
                 "ri_user_time", "ri_system_time", "ri_pkg_idle_wkups", "ri_interrupt_wkups", "ri_pageins",

@@ -1,7 +1,7 @@
 """Stand-ins for what this machine may lack: an NVIDIA driver and the macOS memory tools.
 
-Selected by tests (and by ``FLEET_WATCH_FAKE_GPU`` for the CLI under test), never by production code
-paths on their own. Processes and sockets are never faked: tests start real ones.
+Passed in by tests (``Discovery(fleet, gpu=FakeGpuProbe(...))``, ``MemoryProbe(runner=FakeToolRunner(...))``);
+production code never selects them. Processes and sockets are never faked: tests start real ones.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleet_watch.probes.nvml import GpuDevice, GpuProcess
-
-FAKE_GPU_ENV = "FLEET_WATCH_FAKE_GPU"
 
 
 @dataclass

@@ -127,9 +127,9 @@ class ProcessScanner:
             out.append(Listener(port=key[0], address=key[1], pid=c.pid, uid=None))
         if self.is_linux and unattributed:
             owners = {(p.port, p.address): p.uid for p in _linux.read_tcp_listeners(self.root)}
-            out = [l if l.pid is not None else Listener(port=l.port, address=l.address, pid=None,
-                                                           uid=owners.get((l.port, l.address)))
-                   for l in out]
+            out = [lst if lst.pid is not None else Listener(port=lst.port, address=lst.address, pid=None,
+                                                           uid=owners.get((lst.port, lst.address)))
+                   for lst in out]
         return out, True
 
     @staticmethod

@@ -1,0 +1,308 @@
+"""Health: memory (with rates over an interval), agent sessions, idle workloads and the GPU memory monitor.
+
+``fleet health`` samples twice, ``sample_s`` apart, re-reading only the few processes it reports on;
+``watch`` uses the previous tick as the first sample. The monitor snapshot is persisted as
+``gpu_memory_monitor.json`` so that one-shot ``discover`` runs can also compute rates and transitions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleet_watch import clock as clocks
+from fleet_watch.config import write_json_atomic
+from fleet_watch.core import discovery as dcore
+from fleet_watch.core import health as core
+from fleet_watch.models import ProcessRecord
+from fleet_watch.probes import _darwin, _linux
+from fleet_watch.service.discovery import Discovery, Snapshot
+from fleet_watch.service.fleet import Fleet
+from fleet_watch.store import audit, registry
+from fleet_watch.store.connection import immediate, snapshot
+
+MONITOR_FILE = "gpu_memory_monitor.json"
+DEFAULT_THRASH_PAGEOUTS_PER_S = 1000.0
+
+
+class MemoryProbe:
+    """Reads memory counters for this platform. ``root`` relocates procfs/cgroupfs (fixture trees);
+    ``runner`` replaces the macOS tools (captured output)."""
+
+    def __init__(self, *, platform: str | None = None, root: Path | None = None,
+                 runner: _darwin.Runner | None = None) -> None:
+        self.platform = platform or sys.platform
+        self.root = root or Path("/")
+        self.runner = runner or _darwin.run_tool
+
+    def read(self) -> core.MemoryCounters | None:
+        if self.platform.startswith("linux"):
+            s = _linux.sample_memory(self.root)
+            psi = None if s.psi is None else {
+                "some_avg10": s.psi.some_avg10, "some_avg60": s.psi.some_avg60, "some_avg300": s.psi.some_avg300,
+                "full_avg10": s.psi.full_avg10, "full_avg60": s.psi.full_avg60, "full_avg300": s.psi.full_avg300,
+            }
+            cg = None if s.cgroup is None else {
+                "version": s.cgroup.version, "path": s.cgroup.path, "limit_bytes": s.cgroup.limit_bytes,
+                "usage_bytes": s.cgroup.usage_bytes, "inactive_file_bytes": s.cgroup.inactive_file_bytes,
+            }
+            return core.linux_counters(s.meminfo, s.vmstat, psi, cg)
+        if self.platform == "darwin":
+            d = _darwin.sample_memory(self.runner)
+            if d.vm is None:
+                return None
+            return core.darwin_counters(
+                d.vm.page_size, d.vm.counters, d.sysctl.memsize_bytes, swap_total_mb=d.sysctl.swap_total_mb,
+                swap_used_mb=d.sysctl.swap_used_mb, pressure_level=d.sysctl.pressure_level,
+            )
+        return None
+
+
+@dataclass(slots=True)
+class Sample:
+    """One observation: the scan plus memory counters, at a monotonic and a wall-clock time."""
+
+    snap: Snapshot
+    memory: core.MemoryCounters | None
+    wall: float
+    cpu: dict[int, tuple[float | None, float | None]] = field(default_factory=dict)  # pid -> (start, cpu_s)
+
+    @classmethod
+    def of(cls, snap: Snapshot, memory: core.MemoryCounters | None, wall: float) -> Sample:
+        return cls(snap, memory, wall, {p.pid: (p.start_time, p.cpu_s) for p in snap.procs})
+
+
+def cpu_rates(before: Mapping[int, tuple[float | None, float | None]],
+              after: Mapping[int, tuple[float | None, float | None]], interval_s: float) -> dict[int, float]:
+    """{pid: CPU % over the interval} for processes present (as the same process) in both samples."""
+    out: dict[int, float] = {}
+    for pid, (start, cpu_s) in after.items():
+        prior = before.get(pid)
+        if prior is None or prior[0] is None or start is None or abs(prior[0] - start) > 0.05:
+            continue
+        pct = core.cpu_percent(prior[1], cpu_s, interval_s)
+        if pct is not None:
+            out[pid] = pct
+    return out
+
+
+def _started(ts: float | None) -> str | None:
+    return None if ts is None else clocks.iso_utc(ts)
+
+
+def sessions_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> list[dict[str, Any]]:
+    patterns = dcore.compile_session_patterns(disc.fleet.settings.raw.get("session_patterns") or [])
+    index = snap.index
+    out: list[dict[str, Any]] = []
+    for m in dcore.find_sessions(snap.procs, patterns):
+        proc = index[m.pid]
+        details = disc.scanner.details(m.pid, proc.start_time)
+        parent = index.get(proc.ppid) if proc.ppid else None
+        member_cpu = [cpu[p] for p in m.member_pids if p in cpu]
+        cpu_pct = round(sum(member_cpu), 1) if member_cpu else None
+        tty = details.tty if details else None
+        klass, attention, evidence = core.classify_session(
+            tty=tty, ppid=proc.ppid, parent_name=parent.name if parent else None, cpu_pct=cpu_pct)
+        if len(m.member_pids) > 1:
+            evidence.append(f"{len(m.member_pids)} matched processes collapsed")
+        out.append({
+            "pid": m.pid, "name": m.name, "kind": m.kind, "start_time": proc.start_time,
+            "started": _started(proc.start_time), "uid": proc.uid,
+            "rss_mb": sum(index[p].rss_mb or 0 for p in m.member_pids if p in index),
+            "cpu_pct": cpu_pct, "tty": tty, "cwd": details.cwd if details else None, "ppid": proc.ppid,
+            "parent_name": parent.name if parent else None, "member_pids": sorted(m.member_pids),
+            "member_count": len(m.member_pids), "classification": klass, "attention": attention,
+            "evidence": evidence,
+        })
+    out.sort(key=lambda s: (not s["attention"], -(s["cpu_pct"] or 0), -s["rss_mb"], s["pid"]))
+    return out
+
+
+def idle_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> list[dict[str, Any]]:
+    """Workloads (discovered, or matching ``idle_patterns``) whose CPU over the sample is near zero."""
+    settings = disc.fleet.settings.raw
+    idle_res = [re.compile(p, re.I) for p in settings.get("idle_patterns") or []]
+    threshold = float(settings.get("idle_cpu_threshold", 1.0))
+    workloads = {o.workload.pid: o for o in snap.observed}
+    members = {m for o in snap.observed for m in o.workload.member_pids if m != o.workload.pid}
+    out: list[dict[str, Any]] = []
+    for p in snap.procs:
+        if p.pid in members or not p.readable or p.is_zombie or not p.argv:
+            continue
+        obs = workloads.get(p.pid)
+        if obs is None and (dcore.is_observer(p.argv) or not any(r.search(p.cmdline) for r in idle_res)):
+            continue
+        pids = obs.workload.member_pids if obs else (p.pid,)
+        rates = [cpu[m] for m in pids if m in cpu]
+        cpu_pct = round(sum(rates), 1) if rates else None
+        if not core.is_idle(cpu_pct, threshold):
+            continue
+        rss = obs.workload.rss_mb if obs else (p.rss_mb or 0)
+        gpu = obs.gpu_mb if obs and obs.gpu_source in ("nvml", "apple_footprint") else 0
+        out.append({
+            "pid": p.pid, "name": obs.workload.name if obs else p.name, "command": p.cmdline[:200],
+            "cpu_pct": cpu_pct, "rss_mb": rss, "gpu_mb": gpu, "reclaimable_mb": rss + gpu,
+            "started": _started(p.start_time), "workload": obs is not None,
+        })
+    return sorted(out, key=lambda e: (-e["reclaimable_mb"], e["pid"]))
+
+
+def footprints_view(disc: Discovery, snap: Snapshot, records: Sequence[ProcessRecord]) -> list[dict[str, Any]]:
+    claims = {r.pid: r.gpu_mb for r in records}
+    out: list[dict[str, Any]] = []
+    for o in snap.observed:
+        w = o.workload
+        measured = o.gpu_source in ("nvml", "apple_footprint")
+        out.append({
+            "pid": w.pid, "name": w.name, "workstream": w.pattern.workstream, "gpu_mb": o.gpu_mb,
+            "source": o.gpu_source, "devices": dict(o.gpu_devices), "rss_mb": w.rss_mb,
+            "claim_mb": claims.get(w.pid), "estimate_mb": disc.estimate(w.cmdline) if measured else None,
+        })
+    return out
+
+
+def devices_view(snap: Snapshot) -> list[dict[str, Any]]:
+    return [{"index": d.index, "name": d.name, "total_mb": d.total_mb, "used_mb": d.used_mb, "free_mb": d.free_mb,
+             "utilization_pct": d.utilization_pct, "temperature_c": d.temperature_c}
+            for d in snap.gpu_devices or []]
+
+
+def monitor_view(disc: Discovery, cur: Sample, prev_memory: core.MemoryCounters | None, interval_s: float | None,
+                 memory_doc: Mapping[str, Any], records: Sequence[ProcessRecord]) -> dict[str, Any]:
+    raw = disc.fleet.settings.raw
+    thrash = float(raw.get("gpu_pageout_thrash_threshold", DEFAULT_THRASH_PAGEOUTS_PER_S))
+    rate_view = core.pageout_rate(cur.memory, prev_memory, interval_s, thrash)
+    devices = devices_view(cur.snap)
+    footprints = footprints_view(disc, cur.snap, records)
+    alerts = core.build_alerts(memory_label=memory_doc["pressure_label"], memory_pct=memory_doc["pressure_pct"],
+                               rate_view=rate_view, devices=devices, footprints=footprints)
+    return {
+        "timestamp_s": cur.wall, "generated_utc": clocks.iso_utc(cur.wall), "pageout_rate": rate_view,
+        "thrashing": bool(rate_view and rate_view["thrashing"]), "devices": devices,
+        "gpu_process_footprints": footprints, "foreign_gpu_pids": cur.snap.foreign_gpu_pids,
+        "target_pids": [f["pid"] for f in footprints if f["gpu_mb"] > 0], "alerts": alerts,
+        "memory_counters": None if cur.memory is None else {"pageouts": cur.memory.pageouts,
+                                                            "swapins": cur.memory.swapins},
+    }
+
+
+@dataclass(slots=True)
+class HealthReport:
+    document: dict[str, Any]
+
+    @property
+    def critical(self) -> bool:
+        return core.is_critical(self.document["gpu_memory_monitor"]["alerts"])
+
+
+def build_health(disc: Discovery, before: Sample, after: Sample) -> HealthReport:
+    """The README's four keys from two samples (``before`` may be the same scan with fewer PIDs re-read)."""
+    interval = max(1e-6, after.snap.taken_at - before.snap.taken_at)
+    cpu = cpu_rates(before.cpu, after.cpu, interval)
+    thresholds = disc.fleet.settings.raw["pressure_thresholds"]
+    memory = core.memory_view(after.memory, before.memory, interval, thresholds)
+    with snapshot(disc.fleet.conn):
+        records = registry.list_records(disc.fleet.conn)
+    return HealthReport({
+        "memory": memory,
+        "sessions": sessions_view(disc, after.snap, cpu),
+        "idle": idle_view(disc, after.snap, cpu),
+        "gpu_memory_monitor": monitor_view(disc, after, before.memory, interval, memory, records),
+    })
+
+
+def gather_health(fleet: Fleet, *, sample_s: float = 1.0, discovery: Discovery | None = None,
+                  memory_probe: MemoryProbe | None = None, sleep: Callable[[float], None] = time.sleep,
+                  ) -> HealthReport:
+    """Scan once, wait ``sample_s``, re-read CPU time and memory for what the report covers."""
+    disc = discovery or Discovery(fleet)
+    probe = memory_probe or MemoryProbe()
+    mem0 = probe.read()
+    snap = disc.scan()
+    first = Sample.of(snap, mem0, fleet.clock.now())
+    sleep(sample_s)
+    watched = _reported_pids(disc, snap)
+    again = disc.scanner.cpu_seconds(watched)
+    from fleet_watch.probes.scan import monotonic
+
+    later = Snapshot(taken_at=monotonic(), procs=snap.procs, listeners=snap.listeners,
+                     listeners_complete=snap.listeners_complete, gpu_devices=snap.gpu_devices,
+                     gpu_used=snap.gpu_used, observed=snap.observed, foreign_gpu_pids=snap.foreign_gpu_pids)
+    second = Sample(later, probe.read(), fleet.clock.now(), {pid: (s, c) for pid, (s, c) in again.items()})
+    return build_health(disc, first, second)
+
+
+def _reported_pids(disc: Discovery, snap: Snapshot) -> list[int]:
+    """Sessions, workloads and idle-pattern candidates: the only PIDs whose CPU rate the report needs."""
+    raw = disc.fleet.settings.raw
+    session_res = [re.compile(str(p["process_match"]), re.I) for p in raw.get("session_patterns") or []]
+    idle_res = [re.compile(p, re.I) for p in raw.get("idle_patterns") or []]
+    pids = {m for o in snap.observed for m in o.workload.member_pids}
+    for p in snap.procs:
+        if p.readable and p.argv and any(r.search(p.cmdline) for r in (*session_res, *idle_res)):
+            pids.add(p.pid)
+    return sorted(pids)
+
+
+# -- the persisted monitor snapshot (written by discover and watch) ---------------------------------------
+def load_monitor(home: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads((home / MONITOR_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def previous_memory(doc: Mapping[str, Any] | None) -> tuple[core.MemoryCounters | None, float | None]:
+    """The counters and wall time of a persisted snapshot, enough for page-out rates across runs."""
+    if not doc or not isinstance(doc.get("memory_counters"), dict) or not doc.get("timestamp_s"):
+        return None, None
+    c = doc["memory_counters"]
+    mem = core.MemoryCounters(
+        source="previous", total_mb=0, available_mb=0, free_mb=0, active_mb=None, inactive_mb=None,
+        compressed_mb=None, wired_mb=None, swap_total_mb=None, swap_used_mb=None, pageouts=c.get("pageouts"),
+        swapins=c.get("swapins"), pressure_basis_mb=0,
+    )
+    return mem, float(doc["timestamp_s"])
+
+
+def record_monitor(fleet: Fleet, monitor: Mapping[str, Any], previous: Mapping[str, Any] | None) -> list[str]:
+    """Persist the snapshot and log one event per *new* alert (a transition, not every cycle)."""
+    before = [str(a.get("key")) for a in (previous or {}).get("alerts", []) if isinstance(a, dict)]
+    fresh = core.new_alerts(monitor["alerts"], before)
+    if fresh:
+        with immediate(fleet.conn):
+            for a in fresh:
+                event = "MEMORY_PRESSURE" if a["type"] == "memory_pressure" else "GPU_MEMORY_PRESSURE"
+                audit.append(fleet.conn, timestamp=clocks.iso_utc(fleet.clock.now()), event_type=event,
+                             pid=a.get("pid"), workstream=None, detail={"reason": a["type"], **dict(a)})
+    write_json_atomic(fleet.settings.home / MONITOR_FILE, dict(monitor))
+    return [str(a["key"]) for a in fresh]
+
+
+def monitor_after_cycle(disc: Discovery, snap: Snapshot, memory: core.MemoryCounters | None,
+                        prev: Sample | None) -> dict[str, Any]:
+    """The monitor for a discovery cycle: rates against the previous tick, or the persisted snapshot."""
+    fleet = disc.fleet
+    now = fleet.clock.now()
+    stored = load_monitor(fleet.settings.home)
+    interval: float | None
+    if prev is not None:
+        prev_mem, interval = prev.memory, snap.taken_at - prev.snap.taken_at
+    else:
+        prev_mem, at = previous_memory(stored)
+        interval = None if at is None else now - at
+    thresholds = fleet.settings.raw["pressure_thresholds"]
+    memory_doc = core.memory_view(memory, prev_mem, interval, thresholds)
+    with snapshot(fleet.conn):
+        records = registry.list_records(fleet.conn)
+    monitor = monitor_view(disc, Sample.of(snap, memory, now), prev_mem, interval, memory_doc, records)
+    monitor["memory"] = memory_doc
+    record_monitor(fleet, monitor, stored)
+    return monitor
