@@ -1,0 +1,92 @@
+"""``fleet estimate``: the memory working set of a model before it is launched."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from fleet_watch.errors import UsageError
+
+
+def _settings() -> Any:
+    from fleet_watch.config import load_settings, resolve_home
+
+    def detect() -> Any:
+        from fleet_watch.probes.machine import detect_pool_mb
+
+        return detect_pool_mb()
+
+    return load_settings(resolve_home(os.environ), detect)
+
+
+@click.command()
+@click.option("--model", required=True, help="GGUF path, Hugging Face folder or repo id, model name, or a size (7B).")
+@click.option("--quant", help="Quantization (Q4_K_M, IQ4_XS, Q8_0, 4bit, AWQ, GPTQ, FP8, BF16 ...).")
+@click.option("--ctx", type=int, help="Context tokens (default: the framework's or the model's own).")
+@click.option("--kv-dtype", help="KV cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM), mlx8/mlx4 (MLX).")
+@click.option("--framework",
+              help="llama_cpp, ollama, vllm, sglang, mlx, candle, transformers (default: from the format).")
+@click.option("--parallel", type=int, default=1, show_default=True, help="Parallel sequences (slots).")
+@click.option("--ram-mb", type=int, help="Plan for a machine with this much memory (MB) instead of this one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | None, framework: str | None,
+             parallel: int, ram_mb: int | None, as_json: bool) -> int:
+    """Will this model fit? Weights, KV cache, compute and overhead for the context you ask for.
+
+    Exit 0 when it fits, 1 when it does not, 2 for bad input.
+    """
+    if not model.strip():
+        raise UsageError("--model must not be empty")
+    from fleet_watch.service.estimate import evaluate
+
+    result = evaluate(_settings(), framework=framework, model=model, quant=quant, ctx=ctx, kv_dtype=kv_dtype,
+                      parallel=parallel, ram_mb=ram_mb)
+    if as_json:
+        from fleet_watch.cli.output import emit_json
+
+        emit_json(result)
+    else:
+        for line in human_lines(result):
+            click.echo(line)
+    return 0 if result["fits"] else 1
+
+
+def human_lines(result: dict[str, Any]) -> list[str]:
+    ws = result["working_set"]
+    if ws["source"] == "insufficient_input":
+        return ["UNKNOWN", f"  {ws['suggestion']}"]
+    arch = result["architecture"] or {}
+    mult = ws["overhead_multiplier"]
+    lines = [
+        "FITS" if result["fits"] else "DOES NOT FIT",
+        f"Model: {arch.get('name')} ({ws['model_size']}, {ws['quantization']}) from {ws['model_source']}"
+        + ("" if ws["grounded"] else " [generic shape: grounded=false]"),
+        f"Framework: {ws['framework']}{' (inferred)' if ws['framework_inferred'] else ''}, "
+        f"context {ws['context_tokens']} tokens, KV {ws['kv_dtype']}, parallel {ws['parallel']}, device {ws['device']}",
+        "",
+        f"  {'weights':<22}{ws['weights_mb']:>10} MB",
+        f"  {'kv cache':<22}{ws['kv_cache_mb']:>10} MB",
+        f"  {'compute/activations':<22}{ws['activations_mb']:>10} MB",
+        f"  {'overhead multiplier':<22}{mult:>10}x on kv + compute",
+        f"  {'fixed runtime':<22}{ws['fixed_overhead_mb']:>10} MB",
+        f"  {'total':<22}{ws['total_mb']:>10} MB",
+        "",
+        f"Memory: {ws['memory_limit_mb']} MB ({ws['memory_origin']}) - reserve {ws['reserve_mb']} MB"
+        f" - allocated {ws['allocated_mb']} MB = {ws['available_after_reserve_mb']} MB available",
+    ]
+    if ws.get("claim_mb") is not None:
+        lines.append(f"  {ws['framework']} claims {ws['claim_mb']} MB (gpu_memory_utilization x device memory); "
+                     f"the model needs {ws['kv_min_mb']} MB of KV for one full-length request")
+    if not result["fits"]:
+        lines.append(f"Does not fit: {result['detail']}")
+        for alt in result["alternatives"]:
+            if alt["kind"] == "quantization":
+                lines.append(f"  Largest quantization that fits: {alt['quantization']} "
+                             f"(~{alt['weights_mb']} MB weights, ~{alt['total_mb']} MB total)")
+            else:
+                lines.append(f"  Longest context that fits: {alt['context_tokens']} tokens "
+                             f"(~{alt['total_mb']} MB total)")
+        lines.append(f"Suggestion: {ws['suggestion']}")
+    return lines

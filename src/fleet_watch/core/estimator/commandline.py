@@ -1,0 +1,96 @@
+"""What a model server's command line says: framework, model, context, KV type, parallel slots."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCommand:
+    framework: str
+    model: str | None
+    ctx: int | None = None
+    kv_dtype: str | None = None
+    parallel: int = 1
+    quant: str | None = None
+    gpu_memory_utilization: float | None = None
+
+
+_MODEL_FLAGS = ("-m", "--model", "--model-path", "--model_path", "--model-id", "-hf", "--hf-repo")
+_CTX_FLAGS = {"llama_cpp": ("-c", "--ctx-size", "--n_ctx", "--n-ctx"), "ollama": (),
+              "vllm": ("--max-model-len", "--max_model_len"), "sglang": ("--context-length", "--context_length"),
+              "mlx": ("--max-kv-size",), "candle": ("--sample-len",), "transformers": ()}
+
+
+def _framework(argv: list[str]) -> str | None:
+    joined = " ".join(argv).lower()
+    names = [re.split(r"[\\/]", a.lower())[-1] for a in argv[:3]]
+    if any(n.startswith(("llama-server", "llama-cli", "llama-run", "server")) and "llama" in joined for n in names) \
+            or "llama_cpp.server" in joined:
+        return "llama_cpp"
+    if any(n == "ollama" for n in names):
+        return "ollama"
+    if "sglang" in joined:
+        return "sglang"
+    if any(n == "vllm" for n in names) or "vllm.entrypoints" in joined:
+        return "vllm"
+    if re.search(r"\bmlx_lm\b|\bmlx_vlm\b|mlx_lm\.server|mlx_lm\.generate", joined):
+        return "mlx"
+    if any(re.match(r"(candle|cake)([-_].*)?$", n) for n in names):
+        return "candle"
+    return None
+
+
+def _flag(argv: list[str], flags: tuple[str, ...]) -> str | None:
+    for i, arg in enumerate(argv):
+        for flag in flags:
+            if arg == flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def parse_command(cmdline: str) -> ServerCommand | None:
+    """The server in ``cmdline``, or None when it is not a model server this module knows."""
+    try:
+        argv = shlex.split(cmdline)
+    except ValueError:
+        argv = cmdline.split()
+    if not argv:
+        return None
+    fw = _framework(argv)
+    if fw is None:
+        return None
+    model = _flag(argv, _MODEL_FLAGS)
+    if model is None and fw in ("vllm", "ollama"):
+        verbs = ("serve", "run") if fw == "vllm" else ("run",)
+        for i, arg in enumerate(argv[:-1]):
+            if arg in verbs and not argv[i + 1].startswith("-"):
+                model = argv[i + 1]
+                break
+    ctx = _int(_flag(argv, _CTX_FLAGS.get(fw, ())))
+    if ctx is not None and ctx <= 0:
+        ctx = None  # llama-server -c 0: the model's own context
+    kv = _flag(argv, ("-ctk", "--cache-type-k", "--kv-cache-dtype"))
+    if fw == "mlx":
+        bits = _flag(argv, ("--kv-bits",))
+        kv = f"mlx{bits}" if bits in ("4", "8") else None
+    parallel = _int(_flag(argv, ("-np", "--parallel", "--max-num-seqs"))) if fw == "llama_cpp" else None
+    util = _flag(argv, ("--gpu-memory-utilization", "--mem-fraction-static"))
+    try:
+        utilization = float(util) if util is not None else None
+    except ValueError:
+        utilization = None
+    if utilization is not None and not 0 < utilization <= 1:
+        utilization = None
+    return ServerCommand(fw, model, ctx, kv, max(1, parallel or 1), None, utilization)

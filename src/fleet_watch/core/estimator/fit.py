@@ -1,0 +1,85 @@
+"""Where a working set has to fit, and what to do when it does not (the largest quantization or the longest
+context that fits)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fleet_watch.core.estimator.quant import GGUF_LADDER, HF_LADDER, MLX_LADDER, Quant
+
+
+def effective_reserve_mb(memory_mb: int, configured_mb: int) -> int:
+    """The configured reserve, capped at a quarter of the memory (2 GiB, at most half, on small machines).
+
+    Continuous and monotone in ``memory_mb``, unlike the reference clamp (which jumped from 2 GiB to 16 GiB at
+    16 GiB of RAM): 8 GiB with the default 16 GiB reserve keeps 2048 MB back (6144 MB usable, as in the README),
+    128 GiB keeps the full 16384 MB (114688 MB usable).
+    """
+    if memory_mb <= 0:
+        return 0
+    cap = max(memory_mb // 4, min(2048, memory_mb // 2))
+    return max(0, min(configured_mb, cap))
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    kind: str  # "quantization" or "context"
+    quantization: str
+    context_tokens: int
+    weights_mb: int
+    total_mb: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "quantization": self.quantization, "context_tokens": self.context_tokens,
+                "weights_mb": self.weights_mb, "total_mb": self.total_mb}
+
+    def sentence(self) -> str:
+        if self.kind == "quantization":
+            return (f"Use {self.quantization} quantization (~{self.weights_mb} MB weights, "
+                    f"~{self.total_mb} MB working set)")
+        return f"Reduce the context to {self.context_tokens} tokens (~{self.total_mb} MB working set)"
+
+
+def ladder_for(quant: Quant) -> tuple[str, ...]:
+    if quant.kind == "mlx":
+        return MLX_LADDER
+    if quant.kind in ("awq", "gptq", "fp8", "float"):
+        return HF_LADDER
+    return GGUF_LADDER
+
+
+# evaluate(quant label or None for the current one, context) -> (weights_mb, total_mb)
+Evaluator = Callable[[str | None, int], tuple[int, int]]
+
+
+def smaller_quant_that_fits(evaluate: Evaluator, current: Quant, ctx: int, available_mb: int) -> Alternative | None:
+    """The largest quantization on the ladder with smaller weights than ``current`` whose total fits."""
+    current_weights, _ = evaluate(None, ctx)
+    for label in ladder_for(current):
+        if label == current.label:
+            continue
+        weights, total = evaluate(label, ctx)
+        if weights < current_weights and total <= available_mb:
+            return Alternative("quantization", label, ctx, weights, total)
+    return None
+
+
+def longest_context_that_fits(evaluate: Evaluator, current: Quant, ctx: int, available_mb: int,
+                              *, step: int = 256, floor: int = 512) -> Alternative | None:
+    """The longest context (a multiple of ``step``, at least ``floor``) below ``ctx`` whose total fits."""
+    lo, hi = floor // step, (ctx - 1) // step
+    if hi < lo:
+        return None
+    weights, total = evaluate(None, lo * step)
+    if total > available_mb:
+        return None
+    best = (lo, weights, total)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        weights, total = evaluate(None, mid * step)
+        if total <= available_mb:
+            lo, best = mid, (mid, weights, total)
+        else:
+            hi = mid - 1
+    return Alternative("context", current.label, best[0] * step, best[1], best[2])

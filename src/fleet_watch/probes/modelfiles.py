@@ -1,0 +1,229 @@
+"""Reading model files without loading them: GGUF headers, safetensors headers, the Hugging Face cache.
+
+* GGUF: ``gguf.GGUFReader`` (imported here only: it pulls numpy) memory-maps the file and parses the header; the
+  tensor data is never touched, so a 40 GB file costs what its header costs. Split files: every shard's header.
+* safetensors: an 8-byte little-endian header length, then a JSON header with each tensor's dtype, shape and data
+  offsets (huggingface/safetensors format spec); stdlib only.
+* Hugging Face cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else
+  ``~/.cache/huggingface/hub``; ``models--{org}--{name}/snapshots/<rev>`` with ``refs/main`` naming the revision.
+  Offline: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleet_watch.core.estimator.arch import Architecture
+from fleet_watch.core.estimator.formats import (
+    GGUF_FILE_TYPES,
+    architecture_from_gguf,
+    architecture_from_hf_config,
+    quant_from_hf_config,
+)
+from fleet_watch.core.estimator.quant import Quant, parse_quant
+from fleet_watch.errors import UsageError
+
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+_SHARD_RE = re.compile(r"^(?P<stem>.*)-(?P<idx>\d{5})-of-(?P<n>\d{5})\.gguf$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """What a model file or folder says about itself."""
+
+    arch: Architecture
+    weights_bytes: int
+    quant: Quant
+    model_source: str  # "gguf_header", "hf_folder", "hf_cache"
+    path: str
+    tensor_types: Mapping[str, int] = field(default_factory=dict)  # ggml type -> bytes
+    repack_bytes: int = 0  # Q4_0 / IQ4_NL matrices that llama.cpp copies into a CPU_REPACK buffer
+    group_size: int = 64
+    weights_exact: bool = True
+
+
+def _gguf_shards(path: Path) -> list[Path]:
+    m = _SHARD_RE.match(path.name)
+    if not m:
+        return [path]
+    n = int(m.group("n"))
+    shards = [path.with_name(f"{m.group('stem')}-{i:05d}-of-{n:05d}.gguf") for i in range(1, n + 1)]
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise UsageError(f"{path}: split GGUF is missing shard(s) {', '.join(missing[:3])}")
+    return shards
+
+
+def _field_value(reader_field: Any) -> Any:
+    """A scalar, string or short array from a GGUFReader field (long arrays such as the vocabulary are skipped)."""
+    types = list(reader_field.types)
+    if not types:
+        return None
+    from gguf import GGUFValueType
+
+    if types[0] == GGUFValueType.ARRAY:
+        if len(reader_field.data) > 4096 or (len(types) > 1 and types[1] == GGUFValueType.STRING):
+            return None
+        return [reader_field.parts[i].tolist()[0] for i in reader_field.data]
+    part = reader_field.parts[reader_field.data[0]]
+    if types[0] == GGUFValueType.STRING:
+        return bytes(part).decode("utf-8", errors="replace")
+    return part.tolist()[0]
+
+
+def read_gguf(path: Path) -> ModelFile:
+    """Architecture, exact tensor bytes and type mix from a GGUF header (all shards of a split file)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError as err:  # pragma: no cover - gguf is a dependency
+        raise UsageError("reading GGUF files needs the 'gguf' package") from err
+    meta: dict[str, Any] = {}
+    shapes: dict[str, list[int]] = {}
+    by_type: Counter[str] = Counter()
+    total = 0
+    repack = 0
+    for shard in _gguf_shards(path):
+        try:
+            reader = GGUFReader(shard, "r")
+        except (ValueError, OSError, struct.error, IndexError, KeyError) as err:
+            raise UsageError(f"{shard}: not a readable GGUF file ({err})") from err
+        if not meta:
+            for key, value in reader.fields.items():
+                if key.startswith("tokenizer.ggml.") and key not in ("tokenizer.ggml.model",):
+                    continue
+                meta[key] = _field_value(value)
+        for t in reader.tensors:
+            shape = [int(x) for x in t.shape]
+            shapes[t.name] = shape
+            n_bytes = int(t.n_bytes)
+            type_name = t.tensor_type.name
+            by_type[type_name] += n_bytes
+            total += n_bytes
+            if type_name in ("Q4_0", "IQ4_NL") and len(shape) >= 2 and t.name != "token_embd.weight" \
+                    and shape[1] % 8 == 0:
+                repack += n_bytes
+    arch = architecture_from_gguf(meta, shapes, meta.get("general.name") or path.name)
+    ftype = GGUF_FILE_TYPES.get(int(meta.get("general.file_type") or -1))
+    if ftype is None:
+        named = parse_quant(path.name)
+        ftype = named.label if named and named.is_gguf else max(by_type, key=lambda k: by_type[k], default="F16")
+    quant = Quant(ftype, "gguf", 8.0 * total / max(1, arch.n_params()))
+    return ModelFile(arch, total, quant, "gguf_header", str(path), dict(by_type), repack)
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(8)
+            if len(raw) != 8:
+                raise UsageError(f"{path}: truncated safetensors file")
+            (length,) = struct.unpack("<Q", raw)
+            if length > MAX_SAFETENSORS_HEADER:
+                raise UsageError(f"{path}: safetensors header of {length} bytes is implausible")
+            header = json.loads(fh.read(length))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path}: not a readable safetensors file ({err})") from err
+    if not isinstance(header, dict):
+        raise UsageError(f"{path}: safetensors header is not an object")
+    return header
+
+
+def safetensors_bytes(folder: Path) -> int | None:
+    """Sum of the tensor byte ranges over every ``*.safetensors`` in ``folder``; None when there are none."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        for key, info in read_safetensors_header(f).items():
+            if key == "__metadata__" or not isinstance(info, dict):
+                continue
+            offsets = info.get("data_offsets")
+            if not (isinstance(offsets, list) and len(offsets) == 2):
+                raise UsageError(f"{f}: tensor {key!r} has no data_offsets")
+            total += int(offsets[1]) - int(offsets[0])
+    return total
+
+
+def read_hf_folder(folder: Path, *, model_source: str = "hf_folder") -> ModelFile:
+    """Shapes from ``config.json``; weights from the safetensors headers (computed from the shape if absent)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{folder}: config.json is missing or not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise UsageError(f"{folder}: config.json must hold an object")
+    arch = architecture_from_hf_config(config, str(config.get("_name_or_path") or folder.name))
+    quant, group = quant_from_hf_config(config)
+    weights = safetensors_bytes(folder)
+    if weights is None:
+        from fleet_watch.core.estimator.mix import weight_bytes
+
+        return ModelFile(arch, weight_bytes(arch, quant, group_size=group), quant, model_source, str(folder),
+                         group_size=group, weights_exact=False)
+    return ModelFile(arch, weights, quant, model_source, str(folder), group_size=group)
+
+
+def hf_cache_dir(environ: Mapping[str, str]) -> Path:
+    if environ.get("HF_HUB_CACHE"):
+        return Path(environ["HF_HUB_CACHE"]).expanduser()
+    if environ.get("HF_HOME"):
+        return Path(environ["HF_HOME"]).expanduser() / "hub"
+    if environ.get("XDG_CACHE_HOME"):
+        return Path(environ["XDG_CACHE_HOME"]).expanduser() / "huggingface" / "hub"
+    return Path(environ.get("HOME", str(Path.home()))).expanduser() / ".cache" / "huggingface" / "hub"
+
+
+def hf_cache_snapshot(repo_id: str, environ: Mapping[str, str]) -> Path | None:
+    """The cached snapshot folder of ``org/name`` (``refs/main`` first, else the newest), or None."""
+    if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", repo_id):
+        return None
+    repo = hf_cache_dir(environ) / ("models--" + repo_id.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        rev = ref.read_text(encoding="utf-8").strip()
+        if (snapshots / rev).is_dir():
+            return snapshots / rev
+    candidates = [p for p in snapshots.iterdir() if p.is_dir()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def read_hf_cache(repo_id: str, environ: Mapping[str, str], quant_hint: Quant | None) -> ModelFile | None:
+    snapshot = hf_cache_snapshot(repo_id, environ)
+    if snapshot is None:
+        return None
+    if (snapshot / "config.json").is_file():
+        return read_hf_folder(snapshot, model_source="hf_cache")
+    ggufs = sorted(p for p in snapshot.glob("*.gguf") if not _SHARD_RE.match(p.name) or "-00001-of-" in p.name)
+    if quant_hint is not None:
+        wanted = [p for p in ggufs if (q := parse_quant(p.name)) is not None and q.label == quant_hint.label]
+        ggufs = wanted or ggufs
+    if not ggufs:
+        return None
+    found = read_gguf(ggufs[0])
+    return ModelFile(found.arch, found.weights_bytes, found.quant, "hf_cache", found.path, found.tensor_types,
+                     found.repack_bytes)
+
+
+def read_model_path(path: Path) -> ModelFile:
+    """A ``.gguf`` file (or first shard), or a Hugging Face model folder."""
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return read_hf_folder(path)
+        ggufs = sorted(path.glob("*.gguf"))
+        if ggufs:
+            return read_gguf(ggufs[0])
+        raise UsageError(f"{path}: a model folder needs a config.json (or a .gguf file)")
+    if path.suffix.lower() == ".gguf" or path.is_file():
+        return read_gguf(path)
+    raise UsageError(f"{path}: no such model file")

@@ -1,0 +1,371 @@
+"""The working-set estimate as the guard, ``fleet estimate`` and discovery use it.
+
+``guard_working_set`` and ``estimate`` return the same working-set object for the same inputs. Model resolution
+order: GGUF file -> Hugging Face folder -> Hugging Face cache (offline) -> built-in catalog -> bare size (generic
+shape, ``grounded: false``) -> ``insufficient_input``. Machine memory is detected only when no override is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fleet_watch.config import Settings
+from fleet_watch.core.estimator import fit, workingset
+from fleet_watch.core.estimator.arch import Architecture, architecture_from_mapping, generic_architecture
+from fleet_watch.core.estimator.mix import gguf_types, weight_bytes
+from fleet_watch.core.estimator.naming import match_catalog, parse_bare_size, parse_size
+from fleet_watch.core.estimator.quant import Quant, normalize_kv_dtype, parse_quant, quant_from_label
+from fleet_watch.errors import UsageError
+
+REASON = "working_set_exceeds_physical_ram"
+MAX_CTX = 10_000_000
+_GGUF_ENGINES = ("llama_cpp", "ollama", "candle")
+_KV_ALLOWED = {
+    "llama_cpp": ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"),
+    "vllm": ("f32", "f16", "bf16", "fp8", "fp8_e4m3", "fp8_e5m2"),
+    "mlx": ("f16", "bf16", "mlx8", "mlx4"),
+    "transformers": ("f32", "f16", "bf16"),
+}
+
+
+@cache
+def catalog() -> dict[str, Any]:
+    text = resources.files("fleet_watch").joinpath("data/models.json").read_text(encoding="utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    arch: Architecture
+    quant: Quant
+    weights_bytes: int
+    model_source: str  # gguf_header, hf_folder, hf_cache, catalog, size_only
+    grounded: bool
+    catalog_source: str | None = None
+    path: str | None = None
+    repack_bytes: int = 0
+    group_size: int = 64
+    weights_exact: bool = False
+
+
+def _repack_bytes(arch: Architecture, quant: Quant) -> int:
+    if not quant.is_gguf:
+        return 0
+    from fleet_watch.core.estimator.quant import ggml_bytes
+
+    return sum(ggml_bytes(t_type, t.n_elements) for t, t_type in gguf_types(arch, quant.label)
+               if t_type in ("Q4_0", "IQ4_NL") and not t.is_1d and t.name != "token_embd.weight" and t.ne1 % 8 == 0)
+
+
+def _default_quant(framework: str | None, row: Mapping[str, Any] | None) -> Quant:
+    if row is not None and row.get("default_quant"):
+        return quant_from_label(str(row["default_quant"]))
+    if framework == "mlx":
+        return quant_from_label("MLX-4bit")
+    if framework in ("vllm", "sglang", "transformers"):
+        return Quant("BF16", "float", 16)
+    return quant_from_label("Q4_K_M")
+
+
+def _for_engine(quant: Quant, framework: str | None) -> Quant:
+    """A float format named for a GGUF engine is the GGUF file type of the same name."""
+    if framework in _GGUF_ENGINES and quant.kind == "float":
+        return Quant(quant.label, "gguf", quant.bits)
+    return quant
+
+
+def resolve_model(model: str, quant_text: str | None, framework: str | None,
+                  environ: Mapping[str, str]) -> Resolved | None:
+    """The best source for ``model`` (see the module docstring); None when nothing usable is in it."""
+    explicit = parse_quant(quant_text) if quant_text else None
+    if quant_text and explicit is None:
+        raise UsageError(f"unknown quantization {quant_text!r} (e.g. Q4_K_M, IQ4_XS, Q8_0, 4bit, AWQ, GPTQ, FP8, BF16)")
+    path = Path(model).expanduser()
+    looks_like_path = os.sep in model or model.endswith(".gguf") or model.startswith((".", "~"))
+    if looks_like_path and path.exists():
+        from fleet_watch.probes.modelfiles import read_model_path
+
+        found = read_model_path(path)
+        return _from_file(found, explicit, framework)
+    if "/" in model and not path.exists():
+        from fleet_watch.probes.modelfiles import read_hf_cache
+
+        cached = read_hf_cache(model, environ, explicit)
+        if cached is not None:
+            return _from_file(cached, explicit, framework)
+    name = Path(model).name if looks_like_path else model
+    named = parse_quant(name)
+    match = match_catalog(name, catalog())
+    if match is not None:
+        arch = architecture_from_mapping(match.key, match.row)
+        quant = _for_engine(explicit or named or _default_quant(framework, match.row), framework)
+        return Resolved(arch, quant, weight_bytes(arch, quant), "catalog", True, str(match.row.get("source")),
+                        repack_bytes=_repack_bytes(arch, quant))
+    size = parse_bare_size(name) or parse_size(name)
+    if size is None:
+        return None
+    params = size.params_b * (size.experts or 1)
+    arch = generic_architecture(params)
+    quant = _for_engine(explicit or named or _default_quant(framework, None), framework)
+    return Resolved(arch, quant, weight_bytes(arch, quant), "size_only", False,
+                    repack_bytes=_repack_bytes(arch, quant))
+
+
+def _from_file(found: Any, explicit: Quant | None, framework: str | None) -> Resolved:
+    arch, quant = found.arch, found.quant
+    if explicit is not None and explicit.label != quant.label:
+        q = _for_engine(explicit, framework)
+        return Resolved(arch, q, weight_bytes(arch, q, group_size=found.group_size), found.model_source, True,
+                        path=found.path, repack_bytes=_repack_bytes(arch, q), group_size=found.group_size)
+    return Resolved(arch, quant, found.weights_bytes, found.model_source, True, path=found.path,
+                    repack_bytes=found.repack_bytes, group_size=found.group_size, weights_exact=found.weights_exact)
+
+
+def infer_framework(quant: Quant) -> str:
+    return {"gguf": "llama_cpp", "mlx": "mlx", "awq": "vllm", "gptq": "vllm", "fp8": "vllm"}.get(
+        quant.kind, "transformers")
+
+
+def check_framework(framework: str, settings: Settings) -> str:
+    name = workingset.canonical_framework(framework)
+    overrides = _overrides(settings)
+    if name not in workingset.FRAMEWORKS and name not in overrides:
+        known = ", ".join(workingset.FRAMEWORKS)
+        raise UsageError(f"unknown framework {framework!r} (known: {known}; or add it to "
+                         "gpu_estimator.framework_overhead in config.json)")
+    return name
+
+
+def _overrides(settings: Settings) -> Mapping[str, object]:
+    est = settings.raw.get("gpu_estimator")
+    table = est.get("framework_overhead") if isinstance(est, Mapping) else None
+    return table if isinstance(table, Mapping) else {}
+
+
+def _kv_dtype(kv_dtype: str | None, framework: str, quant: Quant) -> str:
+    engine = {"ollama": "llama_cpp", "candle": "llama_cpp", "sglang": "vllm"}.get(framework, framework)
+    allowed = _KV_ALLOWED.get(engine, _KV_ALLOWED["llama_cpp"])
+    if kv_dtype is None:
+        return workingset.default_kv_dtype(framework, quant.label)
+    key = normalize_kv_dtype(kv_dtype)
+    if engine == "mlx" and key in ("q8_0", "q4_0"):
+        key = "mlx8" if key == "q8_0" else "mlx4"
+    if key is None or key not in allowed:
+        raise UsageError(f"--kv-dtype {kv_dtype!r} is not a KV cache type of {framework} "
+                         f"(one of: {', '.join(allowed)})")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    limit_mb: int  # the memory the working set must fit in, before reserve and claims
+    physical_ram_mb: int
+    device: str  # cuda, apple, cpu
+    origin: str  # "override", "nvidia_free_vram", "apple_wired_limit", "ram"
+    free_mb: int | None = None  # NVIDIA: free now
+    device_total_mb: int | None = None  # NVIDIA: total of the device(s) counted
+
+
+def machine_memory(settings: Settings, ram_mb: int | None, framework: str) -> Memory:
+    planned_device = "apple" if framework == "mlx" else "cuda" if framework in ("vllm", "sglang") else "cpu"
+    if ram_mb is not None:
+        if ram_mb <= 0:
+            raise UsageError(f"--ram-mb must be a positive number of MB, got {ram_mb}")
+        return Memory(ram_mb, ram_mb, planned_device, "override", device_total_mb=ram_mb)
+    if settings.physical_ram_mb:
+        ram = settings.physical_ram_mb
+        return Memory(ram, ram, planned_device, "override", device_total_mb=ram)
+    from fleet_watch.probes.machine import detect_memory
+
+    mem = detect_memory()
+    if mem.gpu_devices:
+        if framework in ("llama_cpp", "ollama", "transformers"):  # layers split over every GPU
+            free, total = sum(d.free_mb for d in mem.gpu_devices), sum(d.total_mb for d in mem.gpu_devices)
+        else:
+            best = max(mem.gpu_devices, key=lambda d: d.free_mb)
+            free, total = best.free_mb, best.total_mb
+        return Memory(total, mem.physical_ram_mb, "cuda", "nvidia_free_vram", free, total)
+    if mem.apple_wired_limit_mb:
+        return Memory(mem.apple_wired_limit_mb, mem.physical_ram_mb, "apple", "apple_wired_limit",
+                      device_total_mb=mem.apple_wired_limit_mb)
+    return Memory(mem.physical_ram_mb, mem.physical_ram_mb, "cpu", "ram", device_total_mb=mem.physical_ram_mb)
+
+
+def _model_size(arch: Architecture) -> str:
+    total = arch.n_params() / 1e9
+    if arch.is_moe:
+        return f"{total:.1f}B-A{arch.n_params_active() / 1e9:.1f}B"
+    return f"{total:.2f}B" if total < 1 else f"{total:.1f}B"
+
+
+def _architecture_dict(res: Resolved) -> dict[str, Any]:
+    a = res.arch
+    return {"name": a.name, "gguf_arch": a.gguf_arch, "layers": a.layers, "hidden": a.hidden, "heads": a.heads,
+            "kv_heads": a.kv_heads, "head_dim": a.head_dim, "ffn": a.ff, "vocab": a.vocab, "tied": a.tied,
+            "context_length": a.context, "sliding_window": a.sliding_window, "global_every": a.global_every or None,
+            "experts": a.moe_experts or None, "experts_active": a.moe_active or None,
+            "mla_kv_lora_rank": a.kv_lora or None, "params": a.n_params(), "params_active": a.n_params_active(),
+            "kv_bytes_per_token_f16": a.kv_bytes_per_token_f16(), "source": res.model_source,
+            "catalog_source": res.catalog_source, "path": res.path, "weights_exact": res.weights_exact}
+
+
+def evaluate(settings: Settings, *, framework: str | None, model: str | None, quant: str | None = None,
+             ctx: int | None = None, kv_dtype: str | None = None, parallel: int = 1, ram_mb: int | None = None,
+             allocated_mb: int = 0, origin: str = "explicit", gpu_memory_utilization: float | None = None,
+             environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The full estimate: ``{"working_set", "fits", "reason", "detail", "context_tokens", "kv_dtype",
+    "architecture", "alternatives"}``. ``working_set`` is what the guard puts in ``checks.gpu.working_set``."""
+    if ctx is not None and not 1 <= ctx <= MAX_CTX:
+        raise UsageError(f"--ctx must be between 1 and {MAX_CTX} tokens, got {ctx}")
+    if not 1 <= parallel <= 1024:
+        raise UsageError(f"--parallel must be between 1 and 1024, got {parallel}")
+    if allocated_mb < 0:
+        raise UsageError(f"allocated_mb must be >= 0, got {allocated_mb}")
+    if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
+        raise UsageError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+    fw = check_framework(framework, settings) if framework else None
+    model = (model or "").strip() or None
+    res = resolve_model(model, quant, fw, os.environ if environ is None else environ) if model else None
+    if res is None:
+        if quant and not parse_quant(quant):
+            raise UsageError(f"unknown quantization {quant!r}")
+        return _insufficient(settings, fw, model, ram_mb, allocated_mb, ctx, kv_dtype)
+    framework_name = fw or infer_framework(res.quant)
+    mem = machine_memory(settings, ram_mb, framework_name)
+    kv = _kv_dtype(kv_dtype, framework_name, res.quant)
+    context = ctx or workingset.default_context(framework_name, res.arch.context, mem.device_total_mb)
+    multiplier = workingset.overhead_multiplier(framework_name, _overrides(settings))
+
+    def run(q: Quant, tokens: int) -> workingset.WorkingSet:
+        if q == res.quant:
+            weights, repack = res.weights_bytes, res.repack_bytes
+        else:
+            weights, repack = weight_bytes(res.arch, q, group_size=res.group_size), _repack_bytes(res.arch, q)
+        plan = workingset.Plan(
+            arch=res.arch, weights_bytes=weights, framework=framework_name, ctx=tokens, kv_dtype=kv,
+            parallel=parallel, device=mem.device, multiplier=multiplier,
+            repack_bytes=repack if mem.device == "cpu" and framework_name in ("llama_cpp", "ollama") else 0,
+            device_total_mb=mem.device_total_mb, gpu_memory_utilization=gpu_memory_utilization)
+        return workingset.compute(plan)
+
+    ws = run(res.quant, context)
+    reserve = fit.effective_reserve_mb(mem.limit_mb, settings.gpu_reserve_mb)
+    available = mem.limit_mb - reserve - allocated_mb
+    if mem.free_mb is not None:
+        available = min(available, mem.free_mb)
+    available = max(0, available)
+    fits = ws.total_mb <= available and ws.min_total_mb <= (ws.claim_mb or ws.min_total_mb)
+
+    def evaluator(label: str | None, tokens: int) -> tuple[int, int]:
+        q = res.quant if label is None else _for_engine(quant_from_label(label), framework_name)
+        w = run(q, tokens)
+        return w.weights_mb, w.total_mb if w.min_total_mb <= (w.claim_mb or w.min_total_mb) else 1 << 40
+
+    alternatives: list[fit.Alternative] = []
+    suggestion = None
+    if not fits:
+        for alt in (fit.smaller_quant_that_fits(evaluator, res.quant, context, available),
+                    fit.longest_context_that_fits(evaluator, res.quant, context, available)):
+            if alt is not None:
+                alternatives.append(alt)
+        suggestion = alternatives[0].sentence() if alternatives else \
+            "Offload to a machine with more memory (no smaller quantization or context fits)"
+    grounded = res.grounded
+    working_set: dict[str, Any] = {
+        "weights_mb": ws.weights_mb, "kv_cache_mb": ws.kv_cache_mb, "activations_mb": ws.activations_mb,
+        "overhead_multiplier": ws.overhead_multiplier, "total_mb": ws.total_mb, "framework": framework_name,
+        "model_size": _model_size(res.arch), "quantization": res.quant.label,
+        "physical_ram_mb": mem.physical_ram_mb, "available_after_reserve_mb": available, "fits": fits,
+        "grounded": grounded, "source": origin if res.model_source != "size_only" else "fallback_default",
+        "suggestion": suggestion,
+        "fixed_overhead_mb": ws.fixed_overhead_mb, "kv_min_mb": ws.kv_min_mb, "claim_mb": ws.claim_mb,
+        "context_tokens": context, "kv_dtype": kv, "parallel": parallel, "model": res.arch.name,
+        "model_source": res.model_source, "framework_inferred": fw is None, "device": mem.device,
+        "memory_limit_mb": mem.limit_mb, "memory_origin": mem.origin, "reserve_mb": reserve,
+        "allocated_mb": allocated_mb,
+    }
+    detail = None
+    if not fits:
+        detail = (f"working set {ws.total_mb}MB exceeds {_describe(mem)} ({mem.limit_mb}MB) minus reserve "
+                  f"({available}MB available)")
+        if ws.claim_mb is not None and ws.min_total_mb > ws.claim_mb:
+            detail = (f"{framework_name} needs {ws.min_total_mb}MB but claims only {ws.claim_mb}MB "
+                      f"(gpu_memory_utilization x device memory)")
+        if not grounded:
+            detail += f" (generic {res.arch.name} shape: pass a GGUF file or a known model name for exact figures)"
+    return {"working_set": working_set, "fits": fits, "reason": None if fits else REASON, "detail": detail,
+            "context_tokens": context, "kv_dtype": kv, "architecture": _architecture_dict(res),
+            "alternatives": [a.to_dict() for a in alternatives]}
+
+
+def _describe(mem: Memory) -> str:
+    return {"nvidia_free_vram": "GPU memory", "apple_wired_limit": "the Apple GPU working-set limit"}.get(
+        mem.origin, "physical RAM")
+
+
+def _insufficient(settings: Settings, fw: str | None, model: str | None, ram_mb: int | None, allocated_mb: int,
+                  ctx: int | None, kv_dtype: str | None) -> dict[str, Any]:
+    """No size, file or known name: say so, never guess (the guard does not deny on this)."""
+    mem = machine_memory(settings, ram_mb, fw or "llama_cpp")
+    reserve = fit.effective_reserve_mb(mem.limit_mb, settings.gpu_reserve_mb)
+    available = max(0, mem.limit_mb - reserve - allocated_mb)
+    if mem.free_mb is not None:
+        available = min(available, mem.free_mb)
+    what = f"model {model!r} is not a file, a cached repo, a known model or a size" if model else "no --model given"
+    working_set: dict[str, Any] = {
+        "weights_mb": 0, "kv_cache_mb": 0, "activations_mb": 0,
+        "overhead_multiplier": workingset.overhead_multiplier(fw or "unknown", _overrides(settings)),
+        "total_mb": 0, "framework": fw or "unknown", "model_size": "UNKNOWN", "quantization": "UNKNOWN",
+        "physical_ram_mb": mem.physical_ram_mb, "available_after_reserve_mb": available, "fits": None,
+        "grounded": False, "source": "insufficient_input",
+        "suggestion": f"No estimate: {what}. Pass a GGUF path, a Hugging Face folder or repo id, a known model "
+                      "name (qwen2.5-7B-Q4_K_M) or a size (7B).",
+        "context_tokens": ctx, "kv_dtype": kv_dtype, "device": mem.device, "memory_limit_mb": mem.limit_mb,
+        "memory_origin": mem.origin, "reserve_mb": reserve, "allocated_mb": allocated_mb,
+    }
+    return {"working_set": working_set, "fits": True, "reason": None, "detail": None, "context_tokens": ctx,
+            "kv_dtype": kv_dtype, "architecture": None, "alternatives": []}
+
+
+def guard_working_set(
+    settings: Settings, *, requested_mb: int | None, framework: str | None, model: str | None, ctx: int | None,
+    kv_dtype: str | None, ram_mb: int | None, allocated_mb: int,
+) -> dict[str, Any] | None:
+    """The guard's GPU working-set check; None when neither ``framework`` nor ``model`` is given.
+
+    ``requested_mb`` (the --gpu claim) does not change the working set; it is echoed as ``requested_mb``.
+    """
+    if not framework and not model:
+        return None
+    full = evaluate(settings, framework=framework, model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb,
+                    allocated_mb=allocated_mb)
+    ws = dict(full["working_set"])
+    ws["requested_mb"] = requested_mb
+    return {"working_set": ws, "fits": full["fits"], "reason": full["reason"], "detail": full["detail"]}
+
+
+def estimate_from_command(settings: Settings, cmdline: str) -> int | None:
+    """Best-effort working-set MB of a running server from its command line; None when nothing usable."""
+    from fleet_watch.core.estimator.commandline import parse_command
+
+    parsed = parse_command(cmdline)
+    if parsed is None or parsed.model is None:
+        return None
+    try:
+        full = evaluate(settings, framework=parsed.framework, model=parsed.model, quant=parsed.quant,
+                        ctx=parsed.ctx, kv_dtype=parsed.kv_dtype, parallel=parsed.parallel, origin="command",
+                        gpu_memory_utilization=parsed.gpu_memory_utilization)
+    except UsageError:
+        return None
+    ws = full["working_set"]
+    if ws["source"] == "insufficient_input":
+        return None
+    return int(ws["total_mb"])
