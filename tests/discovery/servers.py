@@ -76,7 +76,8 @@ class Servers:
 
 def command(proc: subprocess.Popen[str], line: str) -> str:
     """Send a control line to a fake server and return its one-line answer."""
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     proc.stdin.write(line + "\n")
     proc.stdin.flush()
     return proc.stdout.readline().strip()

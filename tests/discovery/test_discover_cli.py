@@ -68,9 +68,12 @@ def test_discover_registers_exactly_the_servers_with_all_their_ports(fleet: Any,
     doc = out.json()
     assert {a["pid"]: set(a["ports"]) for a in doc["added"]} == expected
     names = {a["pid"]: a["name"] for a in doc["added"]}
-    assert names[vllm.pid] == "vLLM" and names[ollama.pid] == "Ollama" and names[mlx.pid] == "MLX-LM server"
+    assert names[vllm.pid] == "vLLM"
+    assert names[ollama.pid] == "Ollama"
+    assert names[mlx.pid] == "MLX-LM server"
     for a in doc["added"]:
-        assert a["gpu_source"] in ("estimate", "pattern_default") and a["gpu_mb"] > 0
+        assert a["gpu_source"] in ("estimate", "pattern_default")
+        assert a["gpu_mb"] > 0
     workloads = {w["pid"]: w for w in doc["workloads"]}
     assert workloads[vllm.pid]["model"] == "meta-llama/Llama-3.1-8B-Instruct"
     assert workloads[llama.pid]["model"] == "/models/qwen2.5-7b-instruct-q4_k_m.gguf"
@@ -88,7 +91,8 @@ def test_discover_registers_exactly_the_servers_with_all_their_ports(fleet: Any,
     assert len(_events(fleet_home, "REGISTER")) == len(expected)  # one event per change, not per cycle
 
     human = fleet("discover")
-    assert human.returncode == 0 and "No changes. Registry is current" in human.stdout
+    assert human.returncode == 0
+    assert "No changes. Registry is current" in human.stdout
 
 
 def test_discover_follows_port_changes_and_cleans_up_after_exit(fleet: Any, fleet_home: Path,
@@ -137,7 +141,9 @@ def test_port_claimed_by_another_live_process_is_skipped_with_one_conflict_event
     assert f"port {port} claimed by PID {owner.pid}" in doc["skipped"][0]["reason"]
     fleet("discover", "--json")
     conflicts = [e for e in _events(fleet_home, "CONFLICT") if e.get("source") == "discover"]
-    assert len(conflicts) == 1 and conflicts[0]["pid"] == squatter.pid and conflicts[0]["port"] == port
+    assert len(conflicts) == 1
+    assert conflicts[0]["pid"] == squatter.pid
+    assert conflicts[0]["port"] == port
     # The manual row is untouched and kept alive (heartbeat), the squatter is not registered.
     assert set(_claims(fleet_home)) == {owner.pid}
 
