@@ -241,7 +241,8 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
     framework_name = fw or infer_framework(res.quant)
     mem = machine_memory(settings, ram_mb, framework_name)
     kv = _kv_dtype(kv_dtype, framework_name, res.quant)
-    context = ctx or workingset.default_context(framework_name, res.arch.context, mem.device_total_mb)
+    vram = mem.device_total_mb if mem.device != "cpu" else None  # Ollama sizes num_ctx by GPU memory only
+    context = ctx or workingset.default_context(framework_name, res.arch.context, vram)
     multiplier = workingset.overhead_multiplier(framework_name, _overrides(settings))
 
     def run(q: Quant, tokens: int) -> workingset.WorkingSet:
