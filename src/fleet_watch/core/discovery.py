@@ -152,6 +152,26 @@ def render_name(template: str, model: str | None) -> str:
         return template
 
 
+_NETWORK_FLAGS = frozenset({"--port", "--host", "--api-port", "--listen", "--bind"})
+
+
+def estimate_key(cmdline: str) -> str:
+    """The command line without its network flags: two servers that differ only in where they listen
+    have the same working set, so the estimator runs once for both (its figure is cached on this key)."""
+    out: list[str] = []
+    skip = False
+    for token in cmdline.split():
+        if skip:
+            skip = False
+            continue
+        flag = token.split("=", 1)[0]
+        if flag in _NETWORK_FLAGS:
+            skip = "=" not in token
+            continue
+        out.append(token)
+    return " ".join(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Workload:
     """One discovered workload: a matching process plus the same-pattern processes below it."""

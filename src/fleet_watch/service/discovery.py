@@ -165,9 +165,10 @@ class Discovery:
 
     def estimate(self, cmdline: str) -> int | None:
         """The estimator's figure for a command line, cached for the life of this object (watch)."""
-        if cmdline not in self._estimates:
-            self._estimates[cmdline] = estimate_for_command(self.fleet.settings, cmdline)
-        return self._estimates[cmdline]
+        key = core.estimate_key(cmdline)
+        if key not in self._estimates:
+            self._estimates[key] = estimate_for_command(self.fleet.settings, cmdline)
+        return self._estimates[key]
 
     # -- decide and apply ---------------------------------------------------------------------------------
     def cycle(self, snap: Snapshot | None = None) -> CycleResult:
