@@ -16,7 +16,8 @@ from fleet_watch.core.estimator.quant import GGML_BLOCKS, parse_quant
 from fleet_watch.service.estimate import catalog
 
 MIB = 1024 * 1024
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "estimator"
+# A copy of shared/data/estimator (the project's research tables), kept in the repo so a fresh clone tests alone.
+SHARED = Path(__file__).resolve().parents[1] / "data" / "estimator"
 
 
 def arch(name: str):  # type: ignore[no-untyped-def]
