@@ -16,7 +16,7 @@ TOP_KEYS = {"allowed", "request", "checks", "state"}
 REQUEST_KEYS = {"port", "repo_dir", "gpu_mb", "framework", "model"}
 PORT_KEYS = {"allowed", "reason", "holder", "suggested_ports"}
 REPO_KEYS = {"allowed", "reason", "holder"}
-GPU_KEYS = {"allowed", "reason", "requested_mb", "available_mb", "suggested_max_mb"}
+GPU_KEYS = {"allowed", "reason", "detail", "requested_mb", "available_mb", "suggested_max_mb"}
 STATE_KEYS = {"process_count", "occupied_ports", "safe_ports", "locked_repos", "gpu_budget", "external_resources"}
 BUDGET_KEYS = {"total_mb", "reserve_mb", "allocated_mb", "available_mb"}
 

@@ -9,7 +9,7 @@ import click
 from fleet_watch.cli.context import current_session, open_fleet
 from fleet_watch.cli.output import emit_json
 from fleet_watch.errors import UsageError
-from fleet_watch.service.fleet import GuardRequest, GuardResult
+from fleet_watch.service.preflight import GuardRequest, GuardResult
 
 
 def _evaluate(request: GuardRequest) -> GuardResult:
@@ -26,14 +26,19 @@ def _evaluate(request: GuardRequest) -> GuardResult:
 @click.option("--gpu", type=int, help="GPU memory (MB) you are about to claim.")
 @click.option("--gpu-device", type=int, help="NVIDIA device index of the claim (multi-GPU machines).")
 @click.option("--framework", help="Inference framework hint (candle, vllm, mlx, ollama, llama_cpp, ...).")
-@click.option("--model", help="Model name or path hint.")
+@click.option("--model", help="Model: GGUF path, Hugging Face folder or repo id, name (qwen2.5-7B-Q4_K_M) or size.")
+@click.option("--ctx", type=int, help="Context tokens for the working set (default: the framework's or model's).")
+@click.option("--kv-dtype", help="KV cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM), mlx8/mlx4 (MLX).")
+@click.option("--ram-mb", type=int, help="Check against a machine with this much memory (MB) instead of this one.")
 @click.option("--session-id", help="Your session id (default: $FLEET_SESSION_ID).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON contract.")
 def guard(port: int | None, repo: str | None, gpu: int | None, gpu_device: int | None, framework: str | None,
-          model: str | None, session_id: str | None, as_json: bool) -> int:
-    """Pre-flight: may I use this port, repo and GPU memory? Exit 0 = allowed, 1 = denied."""
+          model: str | None, ctx: int | None, kv_dtype: str | None, ram_mb: int | None, session_id: str | None,
+          as_json: bool) -> int:
+    """Pre-flight: may I use this port, repo and GPU memory, and does this model fit? Exit 0 = allowed, 1 = denied."""
     result = _evaluate(GuardRequest(port=port, repo=repo, gpu_mb=gpu, gpu_device=gpu_device, framework=framework,
-                                    model=model, session_id=current_session(session_id)))
+                                    model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb,
+                                    session_id=current_session(session_id)))
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -59,12 +64,35 @@ def human_lines(result: GuardResult) -> list[str]:
             lines.append(f"GPU {gpu['requested_mb']}MB: available ({gpu['available_mb']}MB free)")
         else:
             lines.append(f"GPU {gpu['requested_mb']}MB: {gpu.get('detail') or gpu['reason']}")
+        if gpu.get("working_set") is not None:
+            lines.extend(working_set_lines(gpu))
     budget = state["gpu_budget"]
     lines.append(f"GPU budget available: {max(0, budget['available_mb'])}MB ({budget['allocated_mb']}MB allocated)")
     if state["safe_ports"]:
         lines.append("Open ports: " + ", ".join(map(str, state["safe_ports"])))
     if state["locked_repos"]:
         lines.append("Locked repos: " + ", ".join(state["locked_repos"]))
+    return lines
+
+
+def working_set_lines(gpu: dict[str, Any]) -> list[str]:
+    ws = gpu["working_set"]
+    if ws["source"] == "insufficient_input":
+        return [f"  Working set: unknown. {ws['suggestion']}"]
+    shape = "" if ws["grounded"] else " [generic shape]"
+    lines = [
+        f"  Model: {ws['model']} ({ws['model_size']}, {ws['quantization']}), {ws['framework']}, "
+        f"context {ws['context_tokens']}, KV {ws['kv_dtype']}{shape}",
+        f"  Working set: {ws['total_mb']}MB = weights {ws['weights_mb']} + kv_cache {ws['kv_cache_mb']} + "
+        f"activations {ws['activations_mb']} (kv + activations x {ws['overhead_multiplier']}) + runtime "
+        f"{ws['fixed_overhead_mb']}",
+        f"  Physical RAM available after reserve: {ws['available_after_reserve_mb']}MB "
+        f"({ws['memory_limit_mb']}MB {ws['memory_origin']})",
+    ]
+    if ws.get("suggestion"):
+        lines.append(f"  Suggestion: {ws['suggestion']}")
+    if gpu.get("warning"):
+        lines.append(f"  Note: {gpu['warning']}")
     return lines
 
 

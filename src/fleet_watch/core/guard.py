@@ -105,17 +105,35 @@ def check_gpu(requested_mb: int, budget: GpuBudget) -> dict[str, Any]:
     available = budget.available_mb
     base = {"requested_mb": requested_mb, "available_mb": max(0, available), "suggested_max_mb": max(0, available)}
     if requested_mb <= 0:
-        return {"allowed": True, "reason": "no GPU claim", **base}
+        return {"allowed": True, "reason": "no GPU claim", "detail": None, **base}
     if requested_mb <= available:
-        return {"allowed": True, "reason": f"{requested_mb}MB fits in {available}MB available", **base}
-    return {
-        "allowed": False,
-        "reason": (
-            f"GPU budget exceeded: requesting {requested_mb}MB but only {max(0, available)}MB available "
-            f"({budget.allocated_mb}MB allocated of {budget.allocatable_mb}MB allocatable)"
-        ),
-        **base,
-    }
+        return {"allowed": True, "reason": f"{requested_mb}MB fits in {available}MB available", "detail": None, **base}
+    reason = (f"GPU budget exceeded: requesting {requested_mb}MB but only {max(0, available)}MB available "
+              f"({budget.allocated_mb}MB allocated of {budget.allocatable_mb}MB allocatable)")
+    return {"allowed": False, "reason": reason, "detail": reason, **base}
+
+
+def implied_claim_mb(estimate: dict[str, Any]) -> int:
+    """Without ``--gpu``, a model guard asks the ledger for the model's whole working set."""
+    return int(estimate["working_set"].get("total_mb") or 0)
+
+
+def with_working_set(ledger: dict[str, Any], estimate: dict[str, Any]) -> dict[str, Any]:
+    """The GPU check with the model's working set: a working set that does not fit the machine denies, whatever the
+    ledger says (``reason`` becomes ``working_set_exceeds_physical_ram``); an unknown model (``fits`` None) does not.
+    """
+    ws = estimate["working_set"]
+    out = {**ledger, "working_set": ws}
+    if estimate["fits"] is False:
+        detail = str(estimate["detail"])
+        if not ledger["allowed"]:
+            detail += f"; also {ledger['reason']}"
+        out.update(allowed=False, reason=estimate["reason"], detail=detail)
+    requested, total = ledger["requested_mb"], ws.get("total_mb") or 0
+    if out["allowed"] and 0 < requested < total:
+        out["warning"] = (f"the {requested}MB claim is below the model's estimated working set ({total}MB): "
+                         f"claim {total}MB so that the ledger reflects what it will use")
+    return out
 
 
 def candidate_ports(preferred: Iterable[int], requested: int | None, occupied: set[int]) -> Iterator[int]:

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fleet_watch.config import Settings
+from fleet_watch.config import Settings, default_reserve_mb
 from fleet_watch.core.estimator import fit, workingset
 from fleet_watch.core.estimator.arch import Architecture, architecture_from_mapping, generic_architecture
 from fleet_watch.core.estimator.mix import gguf_types, weight_bytes
@@ -199,6 +199,13 @@ def machine_memory(settings: Settings, ram_mb: int | None, framework: str) -> Me
     return Memory(mem.physical_ram_mb, mem.physical_ram_mb, "cpu", "ram", device_total_mb=mem.physical_ram_mb)
 
 
+def _reserve_mb(settings: Settings, mem: Memory) -> int:
+    """Detected memory keeps this machine's configured reserve back; a planned machine (``--ram-mb``,
+    ``physical_ram_mb``) keeps the default reserve for its own size, not one derived from this machine's pool."""
+    configured = default_reserve_mb(mem.limit_mb) if mem.origin == "override" else settings.gpu_reserve_mb
+    return fit.effective_reserve_mb(mem.limit_mb, configured)
+
+
 def _model_size(arch: Architecture) -> str:
     total = arch.n_params() / 1e9
     if arch.is_moe:
@@ -258,7 +265,7 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
         return workingset.compute(plan)
 
     ws = run(res.quant, context)
-    reserve = fit.effective_reserve_mb(mem.limit_mb, settings.gpu_reserve_mb)
+    reserve = _reserve_mb(settings, mem)
     available = mem.limit_mb - reserve - allocated_mb
     if mem.free_mb is not None:
         available = min(available, mem.free_mb)
@@ -273,12 +280,12 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
     alternatives: list[fit.Alternative] = []
     suggestion = None
     if not fits:
-        for alt in (fit.smaller_quant_that_fits(evaluator, res.quant, context, available),
+        for alt in (fit.smaller_quant_that_fits(evaluator, res.quant, context, available,
+                                                usable=lambda label: _engine_reads(framework_name, label)),
                     fit.longest_context_that_fits(evaluator, res.quant, context, available)):
             if alt is not None:
                 alternatives.append(alt)
-        suggestion = alternatives[0].sentence() if alternatives else \
-            "Offload to a machine with more memory (no smaller quantization or context fits)"
+        suggestion = fit.suggestion(alternatives)
     grounded = res.grounded
     working_set: dict[str, Any] = {
         "weights_mb": ws.weights_mb, "kv_cache_mb": ws.kv_cache_mb, "activations_mb": ws.activations_mb,
@@ -307,6 +314,12 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
             "alternatives": [a.to_dict() for a in alternatives]}
 
 
+def _engine_reads(framework: str, label: str) -> bool:
+    """Candle's quantized loader has no i-quants (GgmlDType in candle-core/src/quantized/mod.rs lists F32, F16,
+    BF16, Q4_0..Q8_1 and Q2K..Q8K), so an IQ* suggestion would not load there."""
+    return not (framework == "candle" and label.startswith("IQ"))
+
+
 def _describe(mem: Memory) -> str:
     return {"nvidia_free_vram": "GPU memory", "apple_wired_limit": "the Apple GPU working-set limit"}.get(
         mem.origin, "physical RAM")
@@ -316,7 +329,7 @@ def _insufficient(settings: Settings, fw: str | None, model: str | None, ram_mb:
                   ctx: int | None, kv_dtype: str | None) -> dict[str, Any]:
     """No size, file or known name: say so, never guess (the guard does not deny on this)."""
     mem = machine_memory(settings, ram_mb, fw or "llama_cpp")
-    reserve = fit.effective_reserve_mb(mem.limit_mb, settings.gpu_reserve_mb)
+    reserve = _reserve_mb(settings, mem)
     available = max(0, mem.limit_mb - reserve - allocated_mb)
     if mem.free_mb is not None:
         available = min(available, mem.free_mb)

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet_watch import clock as clocks
 from fleet_watch.config import Detected, Settings, ensure_home, load_settings
@@ -23,6 +23,9 @@ from fleet_watch.probes import ports as port_probe
 from fleet_watch.probes.processes import process_facts
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import immediate, open_db, snapshot
+
+if TYPE_CHECKING:
+    from fleet_watch.service.preflight import GuardRequest, GuardResult
 
 STALE_AFTER_S = 180.0  # a heartbeat older than this is "expired" (README ownership model)
 
@@ -37,28 +40,6 @@ def resolve_repo(path: str) -> str:
 def validate_port(port: int | None) -> None:
     if port is not None and not 1 <= port <= 65535:
         raise UsageError(f"port must be between 1 and 65535, got {port}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GuardRequest:
-    port: int | None = None
-    repo: str | None = None
-    gpu_mb: int | None = None
-    framework: str | None = None
-    model: str | None = None
-    session_id: str | None = None
-    gpu_device: int | None = None
-
-
-@dataclass(slots=True)
-class GuardResult:
-    allowed: bool
-    request: dict[str, Any]
-    checks: dict[str, dict[str, Any]]
-    state: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"allowed": self.allowed, "request": self.request, "checks": self.checks, "state": self.state}
 
 
 @dataclass(slots=True)
@@ -335,91 +316,10 @@ class Fleet:
 
     # -- guard and check ----------------------------------------------------------------------------------
     def evaluate(self, req: GuardRequest) -> GuardResult:
-        """The pre-flight verdict. Read-only; liveness is checked only for the holders that matter."""
-        validate_port(req.port)
-        if req.gpu_mb is not None and req.gpu_mb < 0:
-            raise UsageError(f"GPU MB must be >= 0, got {req.gpu_mb}")
-        repo_dir = resolve_repo(req.repo) if req.repo is not None else None
-        device = self.device_key(req.gpu_device)
-        with snapshot(self.conn):
-            port_claim = registry.port_claim(self.conn, req.port) if req.port is not None else None
-            repo_claims = (registry.repo_claims_overlapping(self.conn, repo_dir, paths.ancestors(repo_dir))
-                           if repo_dir is not None else [])
-            gpu_claims = registry.gpu_claims(self.conn) if req.gpu_mb else []
-            allocated = registry.gpu_allocated_mb(self.conn)
-            device_budget = self._budget(device) if device is not None else None
-            count = registry.process_count(self.conn)
-            occupied = registry.claimed_ports(self.conn)
-            locked = registry.locked_repos(self.conn)
-            holders = {c.holder.record_id: c for c in (*([port_claim] if port_claim else []), *repo_claims)}
-            records = {rid: registry.record_by_id(self.conn, rid) for rid in holders}
+        """The pre-flight verdict (read-only): see ``service.preflight``."""
+        from fleet_watch.service.preflight import evaluate
 
-        dead: set[int] = set()
-
-        def live(claim: Claim) -> ProcessRecord | None:
-            rid = claim.holder.record_id
-            if rid in dead:
-                return None
-            if self.death_reason(claim.holder.pid, claim.holder.start_time) is not None:
-                dead.add(rid)
-                return None
-            return records.get(rid)
-
-        checks: dict[str, dict[str, Any]] = {}
-        port_holder = live(port_claim) if port_claim is not None else None
-        repo_holders = [(c, r) for c in repo_claims if (r := live(c)) is not None]
-
-        budget = GpuBudget(total_mb=self.settings.gpu_total_mb, reserve_mb=self.settings.gpu_reserve_mb,
-                           allocated_mb=allocated)
-        needs_liveness = req.gpu_mb and (
-            req.gpu_mb > budget.available_mb
-            or (device_budget is not None and req.gpu_mb > device_budget.available_mb)
-        )
-        if needs_liveness:
-            # Only a denial is worth the cost of checking every GPU holder: dead claims free their share.
-            for c in gpu_claims:
-                if c.holder.record_id not in dead and self.death_reason(c.holder.pid, c.holder.start_time):
-                    dead.add(c.holder.record_id)
-            dead_mb = sum(c.amount_mb for c in gpu_claims if c.holder.record_id in dead)
-            budget = GpuBudget(total_mb=budget.total_mb, reserve_mb=budget.reserve_mb,
-                               allocated_mb=allocated - dead_mb)
-            if device_budget is not None:
-                dead_dev = sum(c.amount_mb for c in gpu_claims if c.holder.record_id in dead and c.key == device)
-                device_budget = GpuBudget(total_mb=device_budget.total_mb, reserve_mb=device_budget.reserve_mb,
-                                          allocated_mb=device_budget.allocated_mb - dead_dev)
-
-        dead_pids = {c.holder.pid for c in (*([port_claim] if port_claim else []), *repo_claims, *gpu_claims)
-                     if c.holder.record_id in dead}
-        occupied_live = {p for p, pid in occupied.items() if pid not in dead_pids}
-
-        if req.port is not None:
-            in_use = None if port_holder is not None else port_probe.port_in_use(req.port)
-            listener = port_probe.find_listener(req.port) if in_use else None
-            suggestions = self.free_ports(req.port, occupied_live)
-            checks["port"] = guard.check_port(req.port, registered=port_holder, os_in_use=in_use,
-                                              os_listener=listener, suggested_ports=suggestions)
-        if repo_dir is not None:
-            checks["repo"] = guard.check_repo(repo_dir, holders=repo_holders, session_id=req.session_id)
-        if req.gpu_mb is not None:
-            checks["gpu"] = guard.check_gpu(req.gpu_mb, budget)
-            if device is not None and device_budget is not None:
-                dev = guard.check_gpu(req.gpu_mb, device_budget)
-                if checks["gpu"]["allowed"] and not dev["allowed"]:
-                    checks["gpu"] = {**dev, "reason": f"GPU {device}: {dev['reason']}"}
-                checks["gpu"]["device"] = int(device)
-
-        state = {
-            "process_count": count - len(dead),
-            "occupied_ports": sorted(occupied_live),
-            "safe_ports": self.free_ports(None, occupied_live),
-            "locked_repos": sorted(k for k, pid in locked.items() if pid not in dead_pids),
-            "gpu_budget": budget.to_dict(),
-            "external_resources": [],
-        }
-        request = {"port": req.port, "repo_dir": repo_dir, "gpu_mb": req.gpu_mb, "framework": req.framework,
-                   "model": req.model}
-        allowed = all(c["allowed"] for c in checks.values())
-        return GuardResult(allowed=allowed, request=request, checks=checks, state=state)
+        return evaluate(self, req)
 
     def free_ports(self, requested: int | None, occupied: set[int], count: int = guard.SUGGESTION_COUNT) -> list[int]:
         """Up to ``count`` ports that no one claims and nothing listens on, best first."""

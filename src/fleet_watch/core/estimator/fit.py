@@ -53,16 +53,25 @@ def ladder_for(quant: Quant) -> tuple[str, ...]:
 Evaluator = Callable[[str | None, int], tuple[int, int]]
 
 
-def smaller_quant_that_fits(evaluate: Evaluator, current: Quant, ctx: int, available_mb: int) -> Alternative | None:
-    """The largest quantization on the ladder with smaller weights than ``current`` whose total fits."""
+def smaller_quant_that_fits(evaluate: Evaluator, current: Quant, ctx: int, available_mb: int,
+                            usable: Callable[[str], bool] = lambda label: True) -> Alternative | None:
+    """The largest ``usable`` quantization on the ladder with smaller weights than ``current`` whose total fits."""
     current_weights, _ = evaluate(None, ctx)
     for label in ladder_for(current):
-        if label == current.label:
+        if label == current.label or not usable(label):
             continue
         weights, total = evaluate(label, ctx)
         if weights < current_weights and total <= available_mb:
             return Alternative("quantization", label, ctx, weights, total)
     return None
+
+
+def suggestion(alternatives: list[Alternative]) -> str:
+    """One actionable sentence: every alternative that fits, best (largest quantization) first."""
+    if not alternatives:
+        return "Offload to a machine with more memory (no smaller quantization or context fits)"
+    first, *rest = (a.sentence() for a in alternatives)
+    return "; or ".join([first, *(r[0].lower() + r[1:] for r in rest)])
 
 
 def longest_context_that_fits(evaluate: Evaluator, current: Quant, ctx: int, available_mb: int,
