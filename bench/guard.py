@@ -33,7 +33,8 @@ def _time(cmd: list[str], env: dict[str, str], runs: int) -> tuple[float, float]
         proc = subprocess.run(cmd, env=env, capture_output=True, check=False)
         samples.append((time.perf_counter() - t0) * 1000)
         if proc.returncode not in (0, 1):
-            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode().strip()} {proc.stdout.decode().strip()}")
+            output = f"{proc.stderr.decode().strip()} {proc.stdout.decode().strip()}"
+            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {output}")
     samples.sort()
     return statistics.median(samples), samples[int(0.9 * (len(samples) - 1))]
 

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
 
-"$PY" -m ruff check --extend-ignore E501 src bench
+"$PY" -m ruff check src tests bench
 "$PY" -m mypy
 if [ "$(id -u)" = 0 ] && unshare --pid --fork --mount-proc true 2>/dev/null; then
     exec unshare --pid --fork --mount-proc "$PY" -m pytest -q "$@"

@@ -107,3 +107,17 @@ def children() -> Iterator[Children]:
         yield kids
     finally:
         kids.cleanup()
+
+
+@pytest.fixture
+def servers(children: Children, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Fake model servers and agent CLIs with real listeners (``tests/discovery/servers.py``)."""
+    from tests.discovery.servers import Servers
+
+    # A neutral folder name: the test's own name must not leak into the fake command lines.
+    started = Servers(children, tmp_path_factory.mktemp("srv"))
+    try:
+        yield started
+    finally:
+        started.close()
+

@@ -89,7 +89,8 @@ def test_registered_claims_shrink_what_is_available(fleet: Any, children: Childr
     code, doc = guard_json(fleet, *args)
     ws = doc["checks"]["gpu"]["working_set"]
     assert (ws["allocated_mb"], ws["available_after_reserve_mb"]) == (54000, 65536 - 8192 - 54000)
-    assert code == 1 and doc["checks"]["gpu"]["reason"] == "working_set_exceeds_physical_ram"
+    assert code == 1
+    assert doc["checks"]["gpu"]["reason"] == "working_set_exceeds_physical_ram"
     holder.kill()
     holder.wait()
     code, doc = guard_json(fleet, *args)  # a dead holder frees its share, without a write
@@ -109,11 +110,15 @@ def test_human_output_shows_breakdown_and_suggestion(fleet: Any) -> None:
     assert out.returncode == 1
     lines = out.stdout.splitlines()
     assert lines[0] == "DENY"
-    assert "working set" in lines[1] and "exceeds physical RAM (8192MB)" in lines[1]
+    assert "working set" in lines[1]
+    assert "exceeds physical RAM (8192MB)" in lines[1]
     text = out.stdout
-    assert "weights" in text and "kv_cache" in text and "x 2.0" in text
+    assert "weights" in text
+    assert "kv_cache" in text
+    assert "x 2.0" in text
     assert "Physical RAM available after reserve: 6144MB" in text
-    assert "Suggestion: " in text and "IQ" not in text  # Candle cannot load i-quants
+    assert "Suggestion: " in text
+    assert "IQ" not in text  # Candle cannot load i-quants
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -126,5 +131,6 @@ def test_bad_estimate_input_fails_closed(fleet: Any, args: tuple[str, ...], need
     out = fleet("guard", *args, "--json")
     doc = out.json()
     assert out.returncode == 2
-    assert doc["allowed"] is False and needle in doc["reason"]
+    assert doc["allowed"] is False
+    assert needle in doc["reason"]
     assert out.stderr == "" or "Traceback" not in out.stderr

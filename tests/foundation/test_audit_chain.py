@@ -53,35 +53,44 @@ def test_changing_any_field_of_any_event_is_detected_and_named(chain_db: Path, c
         _tamper(db_copy, f"UPDATE events SET {column} = ? WHERE seq = ?", value, seq)
         report = events.verify(sqlite3.connect(db_copy))
         assert not report.valid
-        assert report.first_break is not None and report.first_break.seq == seq, (column, seq, report)
+        assert report.first_break is not None, (column, seq, report)
+        assert report.first_break.seq == seq, (column, seq, report)
         assert report.count == seq - 1
 
 
 def test_deleting_a_middle_event_is_named(chain_db: Path) -> None:
     _tamper(chain_db, "DELETE FROM events WHERE seq = 3")
     report = events.verify(sqlite3.connect(chain_db))
-    assert not report.valid and report.first_break is not None and report.first_break.seq == 3
+    assert not report.valid
+    assert report.first_break is not None
+    assert report.first_break.seq == 3
 
 
 def test_renumbering_is_detected(chain_db: Path) -> None:
     _tamper(chain_db, "UPDATE events SET seq = seq + 10 WHERE seq >= 4")
     report = events.verify(sqlite3.connect(chain_db))
-    assert not report.valid and report.first_break is not None and report.first_break.seq == 4
+    assert not report.valid
+    assert report.first_break is not None
+    assert report.first_break.seq == 4
 
 
 def test_cutting_off_the_tail_is_detected(chain_db: Path) -> None:
     _tamper(chain_db, "DELETE FROM events WHERE seq >= 4")
     report = events.verify(sqlite3.connect(chain_db))
-    assert not report.valid and report.first_break is not None and report.first_break.seq == 4
+    assert not report.valid
+    assert report.first_break is not None
+    assert report.first_break.seq == 4
 
 
 def test_history_verify_cli(chain_db: Path, fleet_home: Path) -> None:
     ok = run_fleet("history", "--verify", home=fleet_home)
-    assert ok.returncode == 0 and "Chain valid: 5 events" in ok.stdout
+    assert ok.returncode == 0
+    assert "Chain valid: 5 events" in ok.stdout
     _tamper(chain_db, "UPDATE events SET pid = 1 WHERE seq = 2")
     bad = run_fleet("history", "--verify", home=fleet_home)
     assert bad.returncode == 6
-    assert "event 2" in bad.stderr and "Traceback" not in bad.stderr
+    assert "event 2" in bad.stderr
+    assert "Traceback" not in bad.stderr
     as_json = run_fleet("history", "--verify", "--json", home=fleet_home)
     assert as_json.returncode == 6
     assert as_json.json() == {"valid": False, "count": 1,

@@ -46,7 +46,8 @@ def test_user_file_is_merged_over_defaults(tmp_path: Path) -> None:
     assert settings.gpu_reserve_mb == 2048  # derived from the user's total, not the default machine's
     assert settings.preferred_ports == (9000,)
     overhead = settings.raw["gpu_estimator"]["framework_overhead"]
-    assert overhead["candle"] == 2.5 and overhead["vllm"] == 1.4  # objects merge key by key
+    assert overhead["candle"] == 2.5
+    assert overhead["vllm"] == 1.4
     assert settings.raw["pressure_thresholds"] == {"elevated": 70, "critical": 85}
 
 
@@ -88,7 +89,8 @@ def test_bad_config_is_exit_4_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"gpu_total_mb": 8192, "gpu_reserve_mb": 9000}))
     result = run_fleet("status", home=tmp_path)
     assert result.returncode == 4
-    assert result.stderr.count("\n") == 1 and "gpu_reserve_mb" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "gpu_reserve_mb" in result.stderr
     assert "Traceback" not in result.stderr
 
 

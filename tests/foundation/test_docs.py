@@ -17,14 +17,17 @@ def test_command_is_documented_and_has_help(fleet, fleet_home: Path, command: st
     for path in fleet_home.iterdir():
         path.unlink()
     r = fleet(command, "--help")
-    assert r.returncode == 0 and "Usage: fleet" in r.stdout
+    assert r.returncode == 0
+    assert "Usage: fleet" in r.stdout
     assert list(fleet_home.iterdir()) == []  # help created no database and no config
 
 
 def test_readme_opens_with_the_two_commands() -> None:
     quick = README.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0].strip().splitlines()
     assert len(quick) == 2
-    assert "pip install" in quick[0] and "fleet" in quick[0]
-    assert "'.[test]'" in quick[1] and "scripts/test.sh" in quick[1]
+    assert "pip install" in quick[0]
+    assert "fleet" in quick[0]
+    assert "'.[test]'" in quick[1]
+    assert "scripts/test.sh" in quick[1]
     ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
     assert quick[1] in ci

@@ -37,7 +37,8 @@ def test_sigkill_mid_stream(fleet_home: Path, children: Children, delay: float) 
     writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(fleet_home)], stdout=subprocess.PIPE, text=True,
                               start_new_session=True)
     children.procs.append(writer)  # type: ignore[arg-type]
-    assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == "ready"
     time.sleep(delay)
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=10)

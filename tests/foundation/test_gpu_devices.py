@@ -35,11 +35,13 @@ def test_device_claims_respect_the_device_budget(fleet, two_gpus: Path, children
                  "--gpu-device", "0").returncode == 0
     denied = fleet("register", "--pid", str(b.pid), "--name", "b", "--workstream", "w", "--gpu", "5000",
                    "--gpu-device", "0")
-    assert denied.returncode == 1 and "GPU 0: GPU budget exceeded" in denied.stderr
+    assert denied.returncode == 1
+    assert "GPU 0: GPU budget exceeded" in denied.stderr
     assert fleet("register", "--pid", str(b.pid), "--name", "b", "--workstream", "w", "--gpu", "5000",
                  "--gpu-device", "1").returncode == 0
     g = fleet("guard", "--gpu", "3000", "--gpu-device", "0", "--json").json()
-    assert g["allowed"] is False and g["checks"]["gpu"]["device"] == 0
+    assert g["allowed"] is False
+    assert g["checks"]["gpu"]["device"] == 0
     assert g["checks"]["gpu"]["available_mb"] == 2528
     assert fleet("check", "--gpu", "3000", "--gpu-device", "1").returncode == 0
     # Pool claims and device claims share the machine total.
@@ -47,7 +49,8 @@ def test_device_claims_respect_the_device_budget(fleet, two_gpus: Path, children
     assert fleet("register", "--pid", str(c.pid), "--name", "c", "--workstream", "w",
                  "--gpu", "21000").returncode == 1  # 45056 - 25000 = 20056 left in the pool
     bad = fleet("guard", "--gpu", "10", "--gpu-device", "5", "--json")
-    assert bad.returncode == 2 and "not configured" in bad.json()["reason"]
+    assert bad.returncode == 2
+    assert "not configured" in bad.json()["reason"]
 
 
 def test_single_pool_machine_accepts_device_zero_only(fleet, children: Children) -> None:

@@ -61,9 +61,12 @@ def test_unregistered_listener_denies_with_its_pid(fleet, children: Children) ->
     r = fleet("guard", "--port", str(port), "--json")
     assert r.returncode == 1
     check = r.json()["checks"]["port"]
-    assert check["allowed"] is False and "not registered" in check["reason"]
-    assert check["holder"]["pid"] == server.pid and check["holder"]["kind"] == "unregistered"
-    assert check["suggested_ports"] and all(_bindable(p) for p in check["suggested_ports"])
+    assert check["allowed"] is False
+    assert "not registered" in check["reason"]
+    assert check["holder"]["pid"] == server.pid
+    assert check["holder"]["kind"] == "unregistered"
+    assert check["suggested_ports"]
+    assert all(_bindable(p) for p in check["suggested_ports"])
     assert port not in check["suggested_ports"]
 
 
@@ -73,7 +76,8 @@ def test_ipv6_only_listener_is_seen(fleet, children: Children) -> None:
     server = children.listener(0, host="::1")
     port = server.bound_ports[0]  # type: ignore[attr-defined]
     r = fleet("guard", "--port", str(port), "--json")
-    assert r.returncode == 1 and r.json()["checks"]["port"]["holder"]["pid"] == server.pid
+    assert r.returncode == 1
+    assert r.json()["checks"]["port"]["holder"]["pid"] == server.pid
 
 
 def test_registered_holder_denies_and_dead_holder_does_not(fleet, children: Children) -> None:
@@ -85,7 +89,8 @@ def test_registered_holder_denies_and_dead_holder_does_not(fleet, children: Chil
     holder = r.json()["checks"]["port"]["holder"]
     assert (holder["pid"], holder["name"], holder["port"]) == (proc.pid, "canary", port)
     check = fleet("check", "--port", str(port))
-    assert check.returncode == 1 and f"PID {proc.pid} (canary)" in check.stderr
+    assert check.returncode == 1
+    assert f"PID {proc.pid} (canary)" in check.stderr
     proc.kill()
     proc.wait()
     # guard and check agree that a dead holder holds nothing, and neither writes.
@@ -131,13 +136,15 @@ def test_gpu_budget_is_a_sum_over_live_claims(fleet, children: Children) -> None
     fleet("register", "--pid", str(b.pid), "--name", "b", "--workstream", "w", "--gpu", "20000")
     g = fleet("guard", "--gpu", "8000", "--json").json()
     assert g["allowed"] is False
-    assert g["checks"]["gpu"]["available_mb"] == 7344 and g["checks"]["gpu"]["suggested_max_mb"] == 7344
+    assert g["checks"]["gpu"]["available_mb"] == 7344
+    assert g["checks"]["gpu"]["suggested_max_mb"] == 7344
     assert fleet("check", "--gpu", "8000").returncode == 1
     assert fleet("guard", "--gpu", "7344").returncode == 0  # equality fits
     a.kill()
     a.wait()
     g = fleet("guard", "--gpu", "8000", "--json").json()
-    assert g["allowed"] is True and g["state"]["gpu_budget"]["allocated_mb"] == 20000
+    assert g["allowed"] is True
+    assert g["state"]["gpu_budget"]["allocated_mb"] == 20000
     assert fleet("check", "--gpu", "8000").returncode == 0
 
 
@@ -146,7 +153,8 @@ def test_human_output(fleet, children: Children) -> None:
     port = server.bound_ports[0]  # type: ignore[attr-defined]
     r = fleet("guard", "--port", str(port), "--gpu", "1024")
     lines = r.stdout.splitlines()
-    assert r.returncode == 1 and lines[0] == "DENY"
+    assert r.returncode == 1
+    assert lines[0] == "DENY"
     assert lines[1].startswith(f"Port {port}: port {port} in use by PID {server.pid}")
     assert lines[2].startswith("  Suggested ports: ")
     assert "GPU 1024MB: available (57344MB free)" in lines
@@ -169,7 +177,9 @@ def test_bad_input_fails_closed_with_json(fleet, args: list[str], code: int, kin
     r = fleet("guard", *args, "--json")
     assert r.returncode == code
     doc = json.loads(r.stdout)
-    assert doc["allowed"] is False and doc["error"] == kind and doc["reason"]
+    assert doc["allowed"] is False
+    assert doc["error"] == kind
+    assert doc["reason"]
     assert "Traceback" not in r.stderr
 
 
@@ -181,16 +191,21 @@ def test_corrupt_database_fails_closed(fleet, fleet_home: Path) -> None:
     r = fleet("guard", "--port", "8000", "--json")
     assert r.returncode == 5
     doc = r.json()
-    assert doc["allowed"] is False and doc["error"] == "database_error" and "corrupt" in doc["reason"]
+    assert doc["allowed"] is False
+    assert doc["error"] == "database_error"
+    assert "corrupt" in doc["reason"]
     plain = fleet("guard", "--port", "8000")
-    assert plain.returncode == 5 and plain.stdout == "" and plain.stderr.count("\n") == 1
+    assert plain.returncode == 5
+    assert plain.stdout == ""
+    assert plain.stderr.count("\n") == 1
 
 
 def test_corrupt_config_fails_closed(fleet, fleet_home: Path) -> None:
     (fleet_home / "config.json").write_text('{"gpu_total_mb": 8192,')
     r = fleet("guard", "--gpu", "1", "--json")
     assert r.returncode == 4
-    assert r.json()["allowed"] is False and "config.json" in r.json()["reason"]
+    assert r.json()["allowed"] is False
+    assert "config.json" in r.json()["reason"]
 
 
 def test_locked_database_fails_closed(fleet, fleet_home: Path) -> None:
@@ -205,7 +220,8 @@ def test_locked_database_fails_closed(fleet, fleet_home: Path) -> None:
         holder.execute("ROLLBACK")
         holder.close()
     assert r.returncode == 5
-    assert r.json()["allowed"] is False and "locked" in r.json()["reason"]
+    assert r.json()["allowed"] is False
+    assert "locked" in r.json()["reason"]
 
 
 def test_guard_takes_no_write_lock(fleet, fleet_home: Path, children: Children) -> None:
@@ -221,19 +237,23 @@ def test_guard_takes_no_write_lock(fleet, fleet_home: Path, children: Children) 
     finally:
         writer.execute("ROLLBACK")
         writer.close()
-    assert r.returncode == 1 and r.json()["checks"]["port"]["holder"]["pid"] == proc.pid
-    assert c.returncode == 1 and s.returncode == 0
+    assert r.returncode == 1
+    assert r.json()["checks"]["port"]["holder"]["pid"] == proc.pid
+    assert c.returncode == 1
+    assert s.returncode == 0
 
 
 def test_check_needs_a_resource_and_never_tracebacks(fleet) -> None:
     r = fleet("check")
-    assert r.returncode == 2 and "specify --port, --repo or --gpu" in r.stderr
+    assert r.returncode == 2
+    assert "specify --port, --repo or --gpu" in r.stderr
 
 
 def test_unknown_command_and_version(fleet) -> None:
     assert fleet("frobnicate").returncode == 2
     v = fleet("--version")
-    assert v.returncode == 0 and "0.4.0" in v.stdout
+    assert v.returncode == 0
+    assert "0.4.0" in v.stdout
 
 
 def test_state_dir_from_env(tmp_path: Path, children: Children) -> None:
@@ -241,4 +261,5 @@ def test_state_dir_from_env(tmp_path: Path, children: Children) -> None:
 
     home = tmp_path / "elsewhere"
     assert run_fleet("status", home=home).returncode == 0
-    assert (home / "registry.db").exists() and not (Path(os.environ.get("HOME", "/root")) / "elsewhere").exists()
+    assert (home / "registry.db").exists()
+    assert not (Path(os.environ.get("HOME", "/root")) / "elsewhere").exists()

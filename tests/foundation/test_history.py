@@ -34,12 +34,14 @@ def test_window_type_and_order(fleet, fleet_home: Path, children: Children) -> N
     assert names("--hours", "0", "--type", "register") == ["recent", "older-than-an-hour", "old"]
     assert names("--hours", "0", "--limit", "1") == ["recent"]
     text = fleet("history", "--hours", "1").stdout.splitlines()
-    assert text[0].split()[1] == "RELEASE" and f"PID {procs[2].pid}" in text[0]
+    assert text[0].split()[1] == "RELEASE"
+    assert f"PID {procs[2].pid}" in text[0]
 
 
 def test_history_validates(fleet) -> None:
     bad = fleet("history", "--type", "NOPE")
-    assert bad.returncode == 2 and "unknown event type" in bad.stderr
+    assert bad.returncode == 2
+    assert "unknown event type" in bad.stderr
     assert fleet("history", "--hours", "-1").returncode == 2
     assert fleet("history", "--hours", "soon", "--json").json()["allowed"] is False
     assert fleet("history").stdout.strip() == "No events found."
@@ -62,4 +64,5 @@ def test_status_json_has_the_state_keys(fleet, children: Children) -> None:
     assert [e["event_type"] for e in doc["recent_events"]] == ["CONFLICT", "REGISTER"]
     assert doc["processes"][0]["alive"] is True
     human = fleet("status").stdout
-    assert "Active processes (1):" in human and "18950" in human
+    assert "Active processes (1):" in human
+    assert "18950" in human

@@ -27,8 +27,12 @@ def test_register_records_identity_and_claims(fleet, fleet_home: Path, children:
               "--gpu", "4096", "--repo", str(repo), "--priority", "4", "--model", "qwen", "--json")
     assert r.returncode == 0, r.stderr
     row = r.json()["process"]
-    assert row["pid"] == proc.pid and row["ports"] == [18100] and row["repos"] == [str(repo)]
-    assert row["gpu_mb"] == 4096 and row["priority"] == 4 and row["session_id"] == f"cli-{proc.pid}"
+    assert row["pid"] == proc.pid
+    assert row["ports"] == [18100]
+    assert row["repos"] == [str(repo)]
+    assert row["gpu_mb"] == 4096
+    assert row["priority"] == 4
+    assert row["session_id"] == f"cli-{proc.pid}"
     # The start time recorded is the kernel's, as psutil computes it.
     import psutil
 
@@ -57,7 +61,8 @@ def test_register_validates_input(fleet, children: Children, extra: list[str], c
     args = ["register", "--pid", str(proc.pid), "--name", "x", "--workstream", "w", *extra]
     r: CliResult = fleet(*args)
     assert r.returncode == code, (r.stdout, r.stderr)
-    assert fragment in r.stderr and "Traceback" not in r.stderr
+    assert fragment in r.stderr
+    assert "Traceback" not in r.stderr
     assert fleet("status", "--json").json()["process_count"] == 0  # nothing half-written
 
 
@@ -66,7 +71,8 @@ def test_register_refuses_a_pid_that_is_not_running(fleet, children: Children) -
     proc.kill()
     proc.wait()
     r = fleet("register", "--pid", str(proc.pid), "--name", "ghost", "--workstream", "w")
-    assert r.returncode == 3 and "not a running process" in r.stderr
+    assert r.returncode == 3
+    assert "not a running process" in r.stderr
 
 
 def test_conflicts_name_the_holder_and_are_logged(fleet, fleet_home: Path, children: Children, tmp_path: Path) -> None:
@@ -80,9 +86,11 @@ def test_conflicts_name_the_holder_and_are_logged(fleet, fleet_home: Path, child
     assert port.stderr.strip() == f"Error: port 18200 claimed by PID {a.pid} (first)"
     inner = fleet("register", "--pid", str(b.pid), "--name", "second", "--workstream", "w", "--repo",
                   str(repo / "src"))
-    assert inner.returncode == 1 and f"locked by PID {a.pid} (first)" in inner.stderr
+    assert inner.returncode == 1
+    assert f"locked by PID {a.pid} (first)" in inner.stderr
     gpu = fleet("register", "--pid", str(b.pid), "--name", "second", "--workstream", "w", "--gpu", "60000")
-    assert gpu.returncode == 1 and "GPU budget exceeded" in gpu.stderr
+    assert gpu.returncode == 1
+    assert "GPU budget exceeded" in gpu.stderr
     conflicts = _events(fleet_home, "CONFLICT")
     assert [c["resource"] for c in conflicts] == ["port", "repo", "gpu"]
     assert conflicts[0]["holder_pid"] == a.pid
@@ -103,7 +111,8 @@ def test_heartbeat_release_and_not_found(fleet, fleet_home: Path, children: Chil
     assert fleet("heartbeat", "--pid", str(proc.pid)).returncode == 0
     assert fleet("heartbeat", "--pid", "999999").returncode == 3
     released = fleet("release", "--port", "18300")
-    assert released.returncode == 0 and f"was PID {proc.pid}" in released.stdout
+    assert released.returncode == 0
+    assert f"was PID {proc.pid}" in released.stdout
     assert fleet("status", "--json").json()["ports_claimed"] == {}
     assert fleet("release", "--pid", str(proc.pid)).returncode == 0
     assert fleet("release", "--pid", str(proc.pid)).returncode == 3
@@ -146,7 +155,8 @@ def test_clean_logs_heartbeat_expiry_once(fleet, fleet_home: Path, children: Chi
     assert [e["pid"] for e in first["heartbeat_expired"]] == [proc.pid]
     assert fleet("clean", "--json").json()["heartbeat_expired"] == []  # logged once, not every run
     stale = _events(fleet_home, "STALE")
-    assert len(stale) == 1 and stale[0]["reason"] == "heartbeat_expired"
+    assert len(stale) == 1
+    assert stale[0]["reason"] == "heartbeat_expired"
     # The process is alive, so it keeps its claim; a heartbeat re-arms the expiry.
     assert fleet("status", "--json").json()["ports_claimed"] == {"18450": proc.pid}
     assert fleet("heartbeat", "--pid", str(proc.pid)).returncode == 0
@@ -157,7 +167,8 @@ def test_register_asks_the_os_who_listens(fleet, children: Children) -> None:
     port = str(server.bound_ports[0])  # type: ignore[attr-defined]
     squatter = children.sleeper()
     taken = fleet("register", "--pid", str(squatter.pid), "--name", "late", "--workstream", "w", "--port", port)
-    assert taken.returncode == 1 and f"in use by PID {server.pid}" in taken.stderr
+    assert taken.returncode == 1
+    assert f"in use by PID {server.pid}" in taken.stderr
     # The listener itself may register the port it holds.
     ok = fleet("register", "--pid", str(server.pid), "--name", "vllm", "--workstream", "w", "--port", port)
     assert ok.returncode == 0, ok.stderr

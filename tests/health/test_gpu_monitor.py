@@ -16,7 +16,8 @@ from fleet_watch.probes.nvml import GpuDevice, GpuProcess, NvmlProbe
 from fleet_watch.probes.scan import ProcessScanner
 from fleet_watch.service.discovery import Discovery
 from fleet_watch.service.fleet import Fleet
-from fleet_watch.service.health import MONITOR_FILE, gather_health
+from fleet_watch.service.health import gather_health
+from fleet_watch.service.snapshot import MONITOR_FILE
 from fleet_watch.service.watch import Watcher
 from tests.discovery.servers import Servers
 

@@ -10,7 +10,7 @@ import pytest
 from fleet_watch.core import health as core
 from fleet_watch.probes import _darwin, _linux
 from fleet_watch.probes.fake import FakeToolRunner
-from fleet_watch.service.health import MemoryProbe
+from fleet_watch.probes.memory import MemoryProbe
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 PROC = DATA / "proc"

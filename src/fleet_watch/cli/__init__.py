@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "heartbeat": ("fleet_watch.cli.processes", "heartbeat", "Refresh the heartbeat of a registered process."),
     "release": ("fleet_watch.cli.processes", "release", "Release a process's claims (--pid) or one port (--port)."),
     "clean": ("fleet_watch.cli.processes", "clean", "Drop rows whose process is gone; log expired heartbeats."),
-    "estimate": ("fleet_watch.cli.estimate", "estimate", "Memory working set of a model before launch; exit 1 if it will not fit."),
+    "estimate": ("fleet_watch.cli.estimate", "estimate", "Will a model fit? Its memory working set before launch."),
     "history": ("fleet_watch.cli.history", "history", "The hash-chained audit trail; --verify checks it."),
     "discover": ("fleet_watch.cli.discover", "discover", "Scan processes once; register, update and clean workloads."),
     "watch": ("fleet_watch.cli.watch", "watch", "Discovery cycles in the foreground until SIGINT/SIGTERM."),

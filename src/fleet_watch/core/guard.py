@@ -115,7 +115,7 @@ def check_gpu(requested_mb: int, budget: GpuBudget) -> dict[str, Any]:
 
 def implied_claim_mb(estimate: dict[str, Any]) -> int:
     """Without ``--gpu``, a model guard asks the ledger for the model's whole working set."""
-    return int(estimate["working_set"].get("total_mb") or 0)
+    return int((estimate.get("working_set") or {}).get("total_mb") or 0)
 
 
 def with_working_set(ledger: dict[str, Any], estimate: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The state document: the README's ``state.json`` key set, built from values the service gathered.
 
-Keys that belong to capabilities not built yet (session leases, classifications, health) are present
-and empty, so consumers can rely on the key set from the first release.
+Keys that belong to capabilities not built yet (session leases, classifications, stale processes, external
+resources) are present and empty, so consumers can rely on the key set from the first release.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def event_view(ev: Event) -> dict[str, Any]:
 def build_state(
     *, now: float, records: Sequence[ProcessRecord], alive: Mapping[int, bool | None], budget: GpuBudget,
     preferred_ports: Sequence[int], safe_ports: Sequence[int], recent_events: Sequence[Event],
-    conflicts_24h: int,
+    conflicts_24h: int, system_memory: Mapping[str, Any] | None = None,
+    sessions: Sequence[Mapping[str, Any]] = (), idle: Sequence[Mapping[str, Any]] = (),
+    gpu_memory_monitor: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     ordered = sorted(records, key=lambda r: (-r.priority, r.registered_at))
     return {
@@ -65,8 +67,8 @@ def build_state(
         "stale_processes": [],
         "recent_events": [event_view(e) for e in recent_events],
         "conflicts_prevented_24h": conflicts_24h,
-        "system_memory": None,
-        "sessions": [],
-        "idle_processes": [],
-        "gpu_memory_monitor": None,
+        "system_memory": None if system_memory is None else dict(system_memory),
+        "sessions": [dict(s) for s in sessions],
+        "idle_processes": [dict(i) for i in idle],
+        "gpu_memory_monitor": None if gpu_memory_monitor is None else dict(gpu_memory_monitor),
     }

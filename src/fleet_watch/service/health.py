@@ -7,61 +7,24 @@
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fleet_watch import clock as clocks
-from fleet_watch.config import write_json_atomic
 from fleet_watch.core import discovery as dcore
 from fleet_watch.core import health as core
 from fleet_watch.models import ProcessRecord
-from fleet_watch.probes import _darwin, _linux
+from fleet_watch.probes.memory import MemoryProbe
 from fleet_watch.service.discovery import Discovery, Snapshot
 from fleet_watch.service.fleet import Fleet
+from fleet_watch.service.snapshot import load_monitor, previous_memory
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import immediate, snapshot
 
-MONITOR_FILE = "gpu_memory_monitor.json"
 DEFAULT_THRASH_PAGEOUTS_PER_S = 1000.0
-
-
-class MemoryProbe:
-    """Reads memory counters for this platform. ``root`` relocates procfs/cgroupfs (fixture trees);
-    ``runner`` replaces the macOS tools (captured output)."""
-
-    def __init__(self, *, platform: str | None = None, root: Path | None = None,
-                 runner: _darwin.Runner | None = None) -> None:
-        self.platform = platform or sys.platform
-        self.root = root or Path("/")
-        self.runner = runner or _darwin.run_tool
-
-    def read(self) -> core.MemoryCounters | None:
-        if self.platform.startswith("linux"):
-            s = _linux.sample_memory(self.root)
-            psi = None if s.psi is None else {
-                "some_avg10": s.psi.some_avg10, "some_avg60": s.psi.some_avg60, "some_avg300": s.psi.some_avg300,
-                "full_avg10": s.psi.full_avg10, "full_avg60": s.psi.full_avg60, "full_avg300": s.psi.full_avg300,
-            }
-            cg = None if s.cgroup is None else {
-                "version": s.cgroup.version, "path": s.cgroup.path, "limit_bytes": s.cgroup.limit_bytes,
-                "usage_bytes": s.cgroup.usage_bytes, "inactive_file_bytes": s.cgroup.inactive_file_bytes,
-            }
-            return core.linux_counters(s.meminfo, s.vmstat, psi, cg)
-        if self.platform == "darwin":
-            d = _darwin.sample_memory(self.runner)
-            if d.vm is None:
-                return None
-            return core.darwin_counters(
-                d.vm.page_size, d.vm.counters, d.sysctl.memsize_bytes, swap_total_mb=d.sysctl.swap_total_mb,
-                swap_used_mb=d.sysctl.swap_used_mb, pressure_level=d.sysctl.pressure_level,
-            )
-        return None
 
 
 @dataclass(slots=True)
@@ -250,30 +213,8 @@ def _reported_pids(disc: Discovery, snap: Snapshot) -> list[int]:
     return sorted(pids)
 
 
-# -- the persisted monitor snapshot (written by discover and watch) ---------------------------------------
-def load_monitor(home: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads((home / MONITOR_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def previous_memory(doc: Mapping[str, Any] | None) -> tuple[core.MemoryCounters | None, float | None]:
-    """The counters and wall time of a persisted snapshot, enough for page-out rates across runs."""
-    if not doc or not isinstance(doc.get("memory_counters"), dict) or not doc.get("timestamp_s"):
-        return None, None
-    c = doc["memory_counters"]
-    mem = core.MemoryCounters(
-        source="previous", total_mb=0, available_mb=0, free_mb=0, active_mb=None, inactive_mb=None,
-        compressed_mb=None, wired_mb=None, swap_total_mb=None, swap_used_mb=None, pageouts=c.get("pageouts"),
-        swapins=c.get("swapins"), pressure_basis_mb=0,
-    )
-    return mem, float(doc["timestamp_s"])
-
-
 def record_monitor(fleet: Fleet, monitor: Mapping[str, Any], previous: Mapping[str, Any] | None) -> list[str]:
-    """Persist the snapshot and log one event per *new* alert (a transition, not every cycle)."""
+    """Log one event per *new* alert (a transition, not every cycle); the caller persists the snapshot."""
     before = [str(a.get("key")) for a in (previous or {}).get("alerts", []) if isinstance(a, dict)]
     fresh = core.new_alerts(monitor["alerts"], before)
     if fresh:
@@ -282,7 +223,6 @@ def record_monitor(fleet: Fleet, monitor: Mapping[str, Any], previous: Mapping[s
                 event = "MEMORY_PRESSURE" if a["type"] == "memory_pressure" else "GPU_MEMORY_PRESSURE"
                 audit.append(fleet.conn, timestamp=clocks.iso_utc(fleet.clock.now()), event_type=event,
                              pid=a.get("pid"), workstream=None, detail={"reason": a["type"], **dict(a)})
-    write_json_atomic(fleet.settings.home / MONITOR_FILE, dict(monitor))
     return [str(a["key"]) for a in fresh]
 
 

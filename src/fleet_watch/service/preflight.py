@@ -77,6 +77,8 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
         holders = {c.holder.record_id: c for c in (*([port_claim] if port_claim else []), *repo_claims)}
         records = {rid: registry.record_by_id(conn, rid) for rid in holders}
 
+    budget = GpuBudget(total_mb=fleet.settings.gpu_total_mb, reserve_mb=fleet.settings.gpu_reserve_mb,
+                       allocated_mb=allocated)
     dead: set[int] = set()
     pruned = False
 
@@ -107,8 +109,6 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
     port_holder = live(port_claim) if port_claim is not None else None
     repo_holders = [(c, r) for c in repo_claims if (r := live(c)) is not None]
 
-    budget = GpuBudget(total_mb=fleet.settings.gpu_total_mb, reserve_mb=fleet.settings.gpu_reserve_mb,
-                       allocated_mb=allocated)
     if req.gpu_mb and (req.gpu_mb > budget.available_mb
                        or (device_budget is not None and req.gpu_mb > device_budget.available_mb)):
         prune_gpu_holders()
@@ -133,7 +133,7 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
     if repo_dir is not None:
         checks["repo"] = guard.check_repo(repo_dir, holders=repo_holders, session_id=req.session_id)
     if req.gpu_mb is not None or estimate is not None:
-        requested = req.gpu_mb if req.gpu_mb is not None else guard.implied_claim_mb(estimate)
+        requested = req.gpu_mb if req.gpu_mb is not None else guard.implied_claim_mb(estimate or {})
         ledger = guard.check_gpu(requested, budget)
         if device is not None and device_budget is not None:
             dev = guard.check_gpu(requested, device_budget)

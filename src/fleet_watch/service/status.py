@@ -1,4 +1,9 @@
-"""Gathering the state document: one consistent read of the registry, plus liveness of each row."""
+"""Gathering the state document: one consistent read of the registry, plus liveness of each row.
+
+``sessions``, ``idle_processes`` and ``gpu_memory_monitor`` come from the last discovery cycle (``discover`` or a
+``watch`` tick; see ``gpu_memory_monitor.generated_utc``), so ``status`` never scans the process table;
+``system_memory`` is read now.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from typing import Any
 
 from fleet_watch.clock import iso_utc
 from fleet_watch.reports.state import build_state
+from fleet_watch.service import snapshot as snapshots
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import snapshot
@@ -20,7 +26,11 @@ def gather_state(fleet: Fleet) -> dict[str, Any]:
         conflicts = audit.count(fleet.conn, event_type="CONFLICT", since=iso_utc(now - 86400))
     alive = {r.record_id: fleet.death_reason(r.pid, r.start_time) is None for r in records}
     occupied = {p for r in records for p in r.ports}
+    cycle = snapshots.load_monitor(fleet.settings.home)
     return build_state(
         now=now, records=records, alive=alive, budget=budget, preferred_ports=fleet.settings.preferred_ports,
         safe_ports=fleet.free_ports(None, occupied), recent_events=recent, conflicts_24h=conflicts,
+        system_memory=snapshots.current_memory(fleet.settings, cycle, now),
+        sessions=snapshots.listed(cycle, "sessions"), idle=snapshots.listed(cycle, "idle"),
+        gpu_memory_monitor=snapshots.monitor_of(cycle),
     )

@@ -12,10 +12,12 @@ from typing import Any, TypeVar
 from fleet_watch import clock as clocks
 from fleet_watch.config import load_settings
 from fleet_watch.errors import FleetError
+from fleet_watch.probes.memory import MemoryProbe
 from fleet_watch.probes.scan import monotonic
 from fleet_watch.service.discovery import CycleResult, Discovery
 from fleet_watch.service.fleet import Fleet
-from fleet_watch.service.health import MemoryProbe, Sample, cpu_rates, idle_view, monitor_after_cycle, sessions_view
+from fleet_watch.service.health import Sample, cpu_rates, idle_view, monitor_after_cycle, sessions_view
+from fleet_watch.service.snapshot import save_cycle
 
 T = TypeVar("T")
 
@@ -86,6 +88,7 @@ class Watcher:
                 cpu = cpu_rates(self.previous.cpu, current.cpu, snap.taken_at - self.previous.snap.taken_at)
                 tick.idle = idle_view(disc, snap, cpu)  # idle needs a CPU rate: nothing to say on the first tick
             tick.sessions = sessions_view(disc, snap, cpu)
+            save_cycle(self.fleet.settings.home, tick.monitor, sessions=tick.sessions, idle=tick.idle)
             self.previous = current
         except FleetError as err:
             if raise_errors:

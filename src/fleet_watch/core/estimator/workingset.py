@@ -31,9 +31,10 @@ _ALIASES = {
 
 # Fixed runtime memory in MiB by framework and device ("cuda", "apple", "cpu"). Sources in docs/estimator.md:
 # llama.cpp on the CPU: peak RSS minus (weights + KV + compute) measured -3..16 MiB with llama-cpp-python
-# (bench/estimator_accuracy.py: the ~45 MiB import baseline is not additive, mapped pages overlap); Ollama MinimumMemory 457 MiB CUDA / 512 MiB Metal
-# (ml/device.go); vLLM non-torch 0.13-0.55 GiB + CUDA graphs up to 1 GiB (llm-d empirical table); torch +
-# transformers import 375 MiB (measured); a CUDA context with cuBLAS workspace ~ 400 MiB.
+# (bench/estimator_accuracy.py: the ~45 MiB import baseline is not additive, mapped pages overlap);
+# Ollama MinimumMemory 457 MiB CUDA / 512 MiB Metal (ml/device.go); vLLM non-torch 0.13-0.55 GiB + CUDA graphs
+# up to 1 GiB (llm-d empirical table); torch + transformers import 375 MiB (measured); a CUDA context with cuBLAS
+# workspace ~ 400 MiB.
 _FIXED_MB: dict[str, dict[str, int]] = {
     "llama_cpp": {"cpu": 8, "apple": 64, "cuda": 400},
     "ollama": {"cpu": 64, "apple": 512, "cuda": 457},

@@ -1,0 +1,53 @@
+"""``fleet status --json`` carries the last discovery cycle's sessions, idle workloads and GPU memory monitor, and
+memory read now, without scanning the process table itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.discovery.servers import Servers
+
+MEMORY_KEYS = {"total_mb", "available_mb", "used_mb", "pressure_pct", "pressure_label", "pageouts", "swapins",
+               "pageouts_per_sec", "swapins_per_sec", "interval_seconds"}
+
+
+def test_before_any_cycle_memory_is_live_and_the_rest_empty(fleet: Any) -> None:
+    doc = fleet("status", "--json").json()
+    assert set(doc["system_memory"]) >= MEMORY_KEYS
+    assert doc["system_memory"]["total_mb"] > 0
+    assert doc["system_memory"]["pageouts_per_sec"] is None  # nothing to measure a rate against yet
+    assert (doc["sessions"], doc["idle_processes"], doc["gpu_memory_monitor"]) == ([], [], None)
+
+
+def test_status_reports_the_last_watch_cycle(fleet: Any, fleet_home: Path, servers: Servers) -> None:
+    server = servers.program("vllm", "serve", "Qwen/Qwen2.5-0.5B", "--port", "0")
+    agent = servers.program("aider", "--model", "sonnet")
+    out = fleet("watch", "--interval", "0.5", "--max-ticks", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    last_tick = json.loads(out.stdout.splitlines()[-1])
+
+    doc = fleet("status", "--json").json()
+    monitor = doc["gpu_memory_monitor"]
+    assert {"pageout_rate", "gpu_process_footprints", "alerts", "generated_utc"} <= set(monitor)
+    assert "sessions" not in monitor
+    assert "idle" not in monitor
+    assert server.pid in {f["pid"] for f in monitor["gpu_process_footprints"]}
+    assert [s["pid"] for s in doc["sessions"]] == [s["pid"] for s in last_tick["sessions"]]
+    assert agent.pid in {s["pid"] for s in doc["sessions"]}
+    assert doc["idle_processes"] == last_tick["idle"]
+    assert last_tick["interval_seconds"] > 0  # the second tick measured CPU over an interval
+    assert doc["system_memory"]["pageouts_per_sec"] is not None  # a rate since that cycle
+
+
+def test_a_damaged_snapshot_is_ignored_not_fatal(fleet: Any, fleet_home: Path) -> None:
+    (fleet_home / "gpu_memory_monitor.json").write_text('{"sessions": "nope", "idle": [1, {"pid": 5}], "timesta')
+    out = fleet("status", "--json")
+    assert out.returncode == 0
+    assert out.json()["gpu_memory_monitor"] is None
+    (fleet_home / "gpu_memory_monitor.json").write_text('{"sessions": "nope", "idle": [1, {"pid": 5}],'
+                                                         ' "timestamp_s": "x", "memory_counters": {"pageouts": "y"}}')
+    doc = fleet("status", "--json").json()
+    assert (doc["sessions"], doc["idle_processes"]) == ([], [{"pid": 5}])
+    assert doc["system_memory"]["pageouts_per_sec"] is None
