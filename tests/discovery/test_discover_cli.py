@@ -171,3 +171,19 @@ def test_ipv6_loopback_listener_is_seen(fleet: Any, servers: Servers) -> None:
     doc = fleet("discover", "--json").json()
     assert {a["pid"]: a["ports"] for a in doc["added"]} == {server.pid: server.bound_ports}  # type: ignore[attr-defined]
     assert doc["added"][0]["name"] == "HF TGI"
+
+
+def test_a_damaged_model_on_a_command_line_does_not_stop_discovery(fleet: Any, servers: Servers,
+                                                                   tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"num_hidden_layers": 1000000000, "hidden_size": 64, '
+                                        '"num_attention_heads": 4, "quantization": {"bits": "abc"}}')
+    bad = servers.program("vllm", "serve", str(broken), "--port", "0")
+    good = servers.program("llama-server", "-m", "/models/qwen2.5-0.5b-instruct-q8_0.gguf", "--port", "0")
+    out = fleet("discover", "--json", timeout=60)
+    assert out.returncode == 0, out.stderr
+    added = {a["pid"]: a for a in out.json()["added"]}
+    assert set(added) == {bad.pid, good.pid}
+    assert added[bad.pid]["gpu_source"] == "pattern_default"  # no estimate from a damaged file, no crash
+    assert added[good.pid]["gpu_source"] == "estimate"

@@ -81,21 +81,33 @@ def test_model_without_gpu_claims_its_working_set(fleet: Any) -> None:
     assert gpu["requested_mb"] == gpu["working_set"]["total_mb"] > 0
 
 
-def test_registered_claims_shrink_what_is_available(fleet: Any, children: Children) -> None:
+def test_registered_claims_shrink_what_is_available(fleet: Any, fleet_home: Path, children: Children) -> None:
+    config = json.loads((fleet_home / "config.json").read_text())
+    (fleet_home / "config.json").write_text(json.dumps({**config, "physical_ram_mb": 65536}))
     holder = children.sleeper()
     reg = fleet("register", "--pid", str(holder.pid), "--name", "big", "--workstream", "w", "--gpu", "54000")
     assert reg.returncode == 0, reg.stderr
-    args = ("--framework", "llama_cpp", "--model", "qwen2.5-7B-Q4_K_M", "--ctx", "8192", "--ram-mb", "65536")
+    args = ("--framework", "llama_cpp", "--model", "qwen2.5-7B-Q4_K_M", "--ctx", "8192")
     code, doc = guard_json(fleet, *args)
     ws = doc["checks"]["gpu"]["working_set"]
     assert (ws["allocated_mb"], ws["available_after_reserve_mb"]) == (54000, 65536 - 8192 - 54000)
     assert code == 1
     assert doc["checks"]["gpu"]["reason"] == "working_set_exceeds_physical_ram"
+    est = fleet("estimate", *args, "--json")
+    assert est.returncode == 1
+    assert est.json()["working_set"] == {k: v for k, v in ws.items() if k != "requested_mb"}
+    # --ram-mb plans for another machine: nothing registered here holds its memory (this machine's ledger
+    # still has only 3344MB left, so the implied claim of the whole working set is still refused here).
+    _, doc = guard_json(fleet, *args, "--ram-mb", "65536")
+    planned = doc["checks"]["gpu"]
+    assert (planned["working_set"]["allocated_mb"], planned["working_set"]["fits"]) == (0, True)
+    assert planned["reason"].startswith("GPU budget exceeded")
     holder.kill()
     holder.wait()
     code, doc = guard_json(fleet, *args)  # a dead holder frees its share, without a write
     assert code == 0, doc["checks"]["gpu"]
     assert doc["checks"]["gpu"]["working_set"]["allocated_mb"] == 0
+    assert fleet("estimate", *args).returncode == 0
 
 
 def test_unknown_model_is_not_a_guess_and_does_not_deny(fleet: Any) -> None:

@@ -152,7 +152,7 @@ def test_cli_human_output_and_errors(fleet: Any, tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert json.loads(bad.stdout)["error"] == "usage_error"
     assert fleet("estimate", "--model", "qwen2.5-7B", "--ctx", "abc").returncode == 2
-    assert fleet("estimate", "--model", str(tmp_path / "missing.gguf"), "--json").returncode == 0
+    assert fleet("estimate", "--model", str(tmp_path / "missing.gguf"), "--json").returncode == 3  # unknown
     unknown = fleet("estimate", "--model", "whatever", "--json")
     assert unknown.json()["working_set"]["source"] == "insufficient_input"
 

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
 
-from fleet_watch.errors import UsageError
-
-
-def _settings() -> Any:
-    from fleet_watch.config import load_settings, resolve_home
-
-    def detect() -> Any:
-        from fleet_watch.probes.machine import detect_pool_mb
-
-        return detect_pool_mb()
-
-    return load_settings(resolve_home(os.environ), detect)
+from fleet_watch.cli.context import open_fleet
+from fleet_watch.errors import ExitCode, UsageError
 
 
 @click.command()
@@ -35,14 +24,21 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
              parallel: int, ram_mb: int | None, as_json: bool) -> int:
     """Will this model fit? Weights, KV cache, compute and overhead for the context you ask for.
 
-    Exit 0 when it fits, 1 when it does not, 2 for bad input.
+    Exit 0 when it fits, 1 when it does not, 2 for bad input, 3 when the model is not known (no file, cached repo,
+    catalog name or size).
     """
     if not model.strip():
         raise UsageError("--model must not be empty")
     from fleet_watch.service.estimate import evaluate
 
-    result = evaluate(_settings(), framework=framework, model=model, quant=quant, ctx=ctx, kv_dtype=kv_dtype,
-                      parallel=parallel, ram_mb=ram_mb)
+    fleet = open_fleet()
+    try:
+        # Memory that live registered workloads hold is not available (the guard subtracts it too).
+        allocated = fleet.live_gpu_allocated_mb() if ram_mb is None else 0
+        result = evaluate(fleet.settings, framework=framework, model=model, quant=quant, ctx=ctx,
+                          kv_dtype=kv_dtype, parallel=parallel, ram_mb=ram_mb, allocated_mb=allocated)
+    finally:
+        fleet.close()
     if as_json:
         from fleet_watch.cli.output import emit_json
 
@@ -50,6 +46,8 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
     else:
         for line in human_lines(result):
             click.echo(line)
+    if result["working_set"]["source"] == "insufficient_input":
+        return int(ExitCode.NOT_FOUND)
     return 0 if result["fits"] else 1
 
 

@@ -92,8 +92,9 @@ def read_gguf(path: Path) -> ModelFile:
     for shard in _gguf_shards(path):
         try:
             reader = GGUFReader(shard, "r")
-        except (ValueError, OSError, struct.error, IndexError, KeyError) as err:
-            raise UsageError(f"{shard}: not a readable GGUF file ({err})") from err
+        except (ValueError, OSError, struct.error, IndexError, KeyError, TypeError, OverflowError) as err:
+            # gguf maps the whole file to lay out its tensors: a partial download fails here too.
+            raise UsageError(f"{shard}: not a readable GGUF file, damaged or truncated ({err})") from err
         if not meta:
             for key, value in reader.fields.items():
                 if key.startswith("tokenizer.ggml.") and key not in ("tokenizer.ggml.model",):
@@ -146,9 +147,11 @@ def safetensors_bytes(folder: Path) -> int | None:
             if key == "__metadata__" or not isinstance(info, dict):
                 continue
             offsets = info.get("data_offsets")
-            if not (isinstance(offsets, list) and len(offsets) == 2):
-                raise UsageError(f"{f}: tensor {key!r} has no data_offsets")
-            total += int(offsets[1]) - int(offsets[0])
+            if not (isinstance(offsets, list) and len(offsets) == 2
+                    and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                    and 0 <= offsets[0] <= offsets[1]):
+                raise UsageError(f"{f}: tensor {key!r} has no valid data_offsets (two ascending integers)")
+            total += offsets[1] - offsets[0]
     return total
 
 
@@ -189,11 +192,12 @@ def hf_cache_snapshot(repo_id: str, environ: Mapping[str, str]) -> Path | None:
     snapshots = repo / "snapshots"
     if not snapshots.is_dir():
         return None
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        rev = ref.read_text(encoding="utf-8").strip()
-        if (snapshots / rev).is_dir():
-            return snapshots / rev
+    try:
+        rev = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        rev = ""
+    if re.fullmatch(r"[0-9a-fA-F]{7,64}", rev) and (snapshots / rev).is_dir():
+        return snapshots / rev
     candidates = [p for p in snapshots.iterdir() if p.is_dir()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
@@ -216,13 +220,16 @@ def read_hf_cache(repo_id: str, environ: Mapping[str, str], quant_hint: Quant | 
 
 
 def read_model_path(path: Path) -> ModelFile:
-    """A ``.gguf`` file (or first shard), or a Hugging Face model folder."""
+    """A ``.gguf`` file (or first shard), or a Hugging Face model folder (or a folder holding one GGUF model)."""
     if path.is_dir():
         if (path / "config.json").is_file():
             return read_hf_folder(path)
-        ggufs = sorted(path.glob("*.gguf"))
-        if ggufs:
+        ggufs = sorted(p for p in path.glob("*.gguf") if not _SHARD_RE.match(p.name) or "-00001-of-" in p.name)
+        if len(ggufs) == 1:
             return read_gguf(ggufs[0])
+        if ggufs:
+            names = ", ".join(p.name for p in ggufs[:4]) + (", ..." if len(ggufs) > 4 else "")
+            raise UsageError(f"{path}: holds {len(ggufs)} GGUF models ({names}); pass the file you will run")
         raise UsageError(f"{path}: a model folder needs a config.json (or a .gguf file)")
     if path.suffix.lower() == ".gguf" or path.is_file():
         return read_gguf(path)

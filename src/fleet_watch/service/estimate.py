@@ -16,16 +16,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fleet_watch.config import Settings, default_reserve_mb
+from fleet_watch.config import Settings
 from fleet_watch.core.estimator import fit, workingset
 from fleet_watch.core.estimator.arch import Architecture, architecture_from_mapping, generic_architecture
 from fleet_watch.core.estimator.mix import gguf_types, weight_bytes
 from fleet_watch.core.estimator.naming import match_catalog, parse_bare_size, parse_size
 from fleet_watch.core.estimator.quant import Quant, normalize_kv_dtype, parse_quant, quant_from_label
-from fleet_watch.errors import UsageError
+from fleet_watch.errors import FleetError, UsageError
+from fleet_watch.service.memory_target import available_mb, machine_memory
 
 REASON = "working_set_exceeds_physical_ram"
 MAX_CTX = 10_000_000
+MAX_PARAMS_B = 10_000  # 10T: well above any released model (DeepSeek-V3 671B, Kimi K2 1T)
+# What each engine loads (weight kinds): GGUF engines read GGUF files only (a float type is F16/BF16 GGUF);
+# MLX reads its own quantized or float safetensors; vLLM/SGLang/transformers read everything but MLX's format.
+_LOADS = {"llama_cpp": ("gguf",), "ollama": ("gguf",), "candle": ("gguf",), "mlx": ("mlx", "float"),
+          "vllm": ("float", "awq", "gptq", "fp8", "gguf"), "sglang": ("float", "awq", "gptq", "fp8", "gguf"),
+          "transformers": ("float", "awq", "gptq", "fp8", "gguf")}
 _GGUF_ENGINES = ("llama_cpp", "ollama", "candle")
 _KV_ALLOWED = {
     "llama_cpp": ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"),
@@ -90,7 +97,7 @@ def resolve_model(model: str, quant_text: str | None, framework: str | None,
         raise UsageError(f"unknown quantization {quant_text!r} (e.g. Q4_K_M, IQ4_XS, Q8_0, 4bit, AWQ, GPTQ, FP8, BF16)")
     path = Path(model).expanduser()
     looks_like_path = os.sep in model or model.endswith(".gguf") or model.startswith((".", "~"))
-    if looks_like_path and path.exists():
+    if path.exists():  # a file or folder, also one named without a slash (./my-model in the current folder)
         from fleet_watch.probes.modelfiles import read_model_path
 
         found = read_model_path(path)
@@ -113,10 +120,19 @@ def resolve_model(model: str, quant_text: str | None, framework: str | None,
     if size is None:
         return None
     params = size.params_b * (size.experts or 1)
+    if params > MAX_PARAMS_B:
+        raise UsageError(f"model size {size.label} is implausible (at most {MAX_PARAMS_B}B parameters)")
     arch = generic_architecture(params)
     quant = _for_engine(explicit or named or _default_quant(framework, None), framework)
     return Resolved(arch, quant, weight_bytes(arch, quant), "size_only", False,
                     repack_bytes=_repack_bytes(arch, quant))
+
+
+def check_engine(quant: Quant, framework: str) -> None:
+    kinds = _LOADS.get(framework)
+    if kinds is not None and quant.kind not in kinds:
+        raise UsageError(f"{framework} cannot load {quant.label} weights (it loads: {', '.join(kinds)}); "
+                         "name a quantization it reads, or another --framework")
 
 
 def _from_file(found: Any, explicit: Quant | None, framework: str | None) -> Resolved:
@@ -145,9 +161,12 @@ def check_framework(framework: str, settings: Settings) -> str:
 
 
 def _overrides(settings: Settings) -> Mapping[str, object]:
+    """``gpu_estimator.framework_overhead`` with its keys spelled canonically (``llama.cpp``, ``Candle`` count)."""
     est = settings.raw.get("gpu_estimator")
     table = est.get("framework_overhead") if isinstance(est, Mapping) else None
-    return table if isinstance(table, Mapping) else {}
+    if not isinstance(table, Mapping):
+        return {}
+    return {workingset.canonical_framework(str(k)): v for k, v in table.items()}
 
 
 def _kv_dtype(kv_dtype: str | None, framework: str, quant: Quant) -> str:
@@ -164,50 +183,10 @@ def _kv_dtype(kv_dtype: str | None, framework: str, quant: Quant) -> str:
     return key
 
 
-@dataclass(frozen=True, slots=True)
-class Memory:
-    limit_mb: int  # the memory the working set must fit in, before reserve and claims
-    physical_ram_mb: int
-    device: str  # cuda, apple, cpu
-    origin: str  # "override", "nvidia_free_vram", "apple_wired_limit", "ram"
-    free_mb: int | None = None  # NVIDIA: free now
-    device_total_mb: int | None = None  # NVIDIA: total of the device(s) counted
-
-
-def machine_memory(settings: Settings, ram_mb: int | None, framework: str) -> Memory:
-    planned_device = "apple" if framework == "mlx" else "cuda" if framework in ("vllm", "sglang") else "cpu"
-    if ram_mb is not None:
-        if ram_mb <= 0:
-            raise UsageError(f"--ram-mb must be a positive number of MB, got {ram_mb}")
-        return Memory(ram_mb, ram_mb, planned_device, "override", device_total_mb=ram_mb)
-    if settings.physical_ram_mb:
-        ram = settings.physical_ram_mb
-        return Memory(ram, ram, planned_device, "override", device_total_mb=ram)
-    from fleet_watch.probes.machine import detect_memory
-
-    mem = detect_memory()
-    if mem.gpu_devices:
-        if framework in ("llama_cpp", "ollama", "transformers"):  # layers split over every GPU
-            free, total = sum(d.free_mb for d in mem.gpu_devices), sum(d.total_mb for d in mem.gpu_devices)
-        else:
-            best = max(mem.gpu_devices, key=lambda d: d.free_mb)
-            free, total = best.free_mb, best.total_mb
-        return Memory(total, mem.physical_ram_mb, "cuda", "nvidia_free_vram", free, total)
-    if mem.apple_wired_limit_mb:
-        return Memory(mem.apple_wired_limit_mb, mem.physical_ram_mb, "apple", "apple_wired_limit",
-                      device_total_mb=mem.apple_wired_limit_mb)
-    return Memory(mem.physical_ram_mb, mem.physical_ram_mb, "cpu", "ram", device_total_mb=mem.physical_ram_mb)
-
-
-def _reserve_mb(settings: Settings, mem: Memory) -> int:
-    """Detected memory keeps this machine's configured reserve back; a planned machine (``--ram-mb``,
-    ``physical_ram_mb``) keeps the default reserve for its own size, not one derived from this machine's pool."""
-    configured = default_reserve_mb(mem.limit_mb) if mem.origin == "override" else settings.gpu_reserve_mb
-    return fit.effective_reserve_mb(mem.limit_mb, configured)
-
-
 def _model_size(arch: Architecture) -> str:
     total = arch.n_params() / 1e9
+    if total < 0.1:
+        return f"{arch.n_params() / 1e6:.0f}M"
     if arch.is_moe:
         return f"{total:.1f}B-A{arch.n_params_active() / 1e9:.1f}B"
     return f"{total:.2f}B" if total < 1 else f"{total:.1f}B"
@@ -239,6 +218,8 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
         raise UsageError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
     fw = check_framework(framework, settings) if framework else None
+    if kv_dtype is not None and normalize_kv_dtype(kv_dtype) is None:
+        raise UsageError(f"--kv-dtype {kv_dtype!r} is not a KV cache type (f16, bf16, q8_0, q4_0, fp8, mlx8, ...)")
     model = (model or "").strip() or None
     res = resolve_model(model, quant, fw, os.environ if environ is None else environ) if model else None
     if res is None:
@@ -246,6 +227,7 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
             raise UsageError(f"unknown quantization {quant!r}")
         return _insufficient(settings, fw, model, ram_mb, allocated_mb, ctx, kv_dtype)
     framework_name = fw or infer_framework(res.quant)
+    check_engine(res.quant, framework_name)
     mem = machine_memory(settings, ram_mb, framework_name)
     kv = _kv_dtype(kv_dtype, framework_name, res.quant)
     vram = mem.device_total_mb if mem.device != "cpu" else None  # Ollama sizes num_ctx by GPU memory only
@@ -265,11 +247,8 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
         return workingset.compute(plan)
 
     ws = run(res.quant, context)
-    reserve = _reserve_mb(settings, mem)
-    available = mem.limit_mb - reserve - allocated_mb
-    if mem.free_mb is not None:
-        available = min(available, mem.free_mb)
-    available = max(0, available)
+    allocated_mb = 0 if mem.planned else allocated_mb  # another machine: nothing registered here holds it
+    reserve, available = available_mb(settings, mem, allocated_mb)
     fits = ws.total_mb <= available and ws.min_total_mb <= (ws.claim_mb or ws.min_total_mb)
 
     def evaluator(label: str | None, tokens: int) -> tuple[int, int]:
@@ -280,7 +259,7 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
     alternatives: list[fit.Alternative] = []
     suggestion = None
     if not fits:
-        for alt in (fit.smaller_quant_that_fits(evaluator, res.quant, context, available,
+        for alt in (fit.smaller_quant_that_fits(evaluator, res.quant, context, available, framework=framework_name,
                                                 usable=lambda label: _engine_reads(framework_name, label)),
                     fit.longest_context_that_fits(evaluator, res.quant, context, available)):
             if alt is not None:
@@ -302,8 +281,7 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
     }
     detail = None
     if not fits:
-        detail = (f"working set {ws.total_mb}MB exceeds {_describe(mem)} ({mem.limit_mb}MB) minus reserve "
-                  f"({available}MB available)")
+        detail = f"working set {ws.total_mb}MB exceeds {mem.describe()} minus reserve ({available}MB available)"
         if ws.claim_mb is not None and ws.min_total_mb > ws.claim_mb:
             detail = (f"{framework_name} needs {ws.min_total_mb}MB but claims only {ws.claim_mb}MB "
                       f"(gpu_memory_utilization x device memory)")
@@ -320,19 +298,12 @@ def _engine_reads(framework: str, label: str) -> bool:
     return not (framework == "candle" and label.startswith("IQ"))
 
 
-def _describe(mem: Memory) -> str:
-    return {"nvidia_free_vram": "GPU memory", "apple_wired_limit": "the Apple GPU working-set limit"}.get(
-        mem.origin, "physical RAM")
-
-
 def _insufficient(settings: Settings, fw: str | None, model: str | None, ram_mb: int | None, allocated_mb: int,
                   ctx: int | None, kv_dtype: str | None) -> dict[str, Any]:
     """No size, file or known name: say so, never guess (the guard does not deny on this)."""
     mem = machine_memory(settings, ram_mb, fw or "llama_cpp")
-    reserve = _reserve_mb(settings, mem)
-    available = max(0, mem.limit_mb - reserve - allocated_mb)
-    if mem.free_mb is not None:
-        available = min(available, mem.free_mb)
+    allocated_mb = 0 if mem.planned else allocated_mb  # another machine: nothing registered here holds it
+    reserve, available = available_mb(settings, mem, allocated_mb)
     what = f"model {model!r} is not a file, a cached repo, a known model or a size" if model else "no --model given"
     working_set: dict[str, Any] = {
         "weights_mb": 0, "kv_cache_mb": 0, "activations_mb": 0,
@@ -377,7 +348,7 @@ def estimate_from_command(settings: Settings, cmdline: str) -> int | None:
         full = evaluate(settings, framework=parsed.framework, model=parsed.model, quant=parsed.quant,
                         ctx=parsed.ctx, kv_dtype=parsed.kv_dtype, parallel=parsed.parallel, origin="command",
                         gpu_memory_utilization=parsed.gpu_memory_utilization)
-    except UsageError:
+    except FleetError:  # a damaged model file on someone's command line must not stop a discovery cycle
         return None
     ws = full["working_set"]
     if ws["source"] == "insufficient_input":

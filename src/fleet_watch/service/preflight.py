@@ -92,7 +92,7 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
         return records.get(rid)
 
     def prune_gpu_holders() -> None:
-        """Only a denial is worth checking every GPU holder: dead claims free their share."""
+        """Dead claims free their share. Checked only when it matters: a denial, or a model's working set."""
         nonlocal budget, device_budget, pruned
         if pruned:
             return
@@ -115,10 +115,8 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
 
     estimate = None
     if req.wants_estimate:
+        prune_gpu_holders()  # the working set counts live claims only, exactly as `fleet estimate` does
         estimate = _working_set(fleet, req, (device_budget or budget).allocated_mb)
-        if estimate["fits"] is False and gpu_claims and not pruned:
-            prune_gpu_holders()
-            estimate = _working_set(fleet, req, (device_budget or budget).allocated_mb)
 
     dead_pids = {c.holder.pid for c in (*([port_claim] if port_claim else []), *repo_claims, *gpu_claims)
                  if c.holder.record_id in dead}

@@ -10,6 +10,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+MAX_LAYERS = 1024
+MAX_CONTEXT = 10_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Tensor:
@@ -60,6 +63,22 @@ class Architecture:
     attn_bias_sinks: bool = False  # gpt-oss: attention and expert biases, attention sinks
     gguf_arch: str = "llama"
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """Fields outside what any real model has: a damaged or hostile header must not drive the estimate
+        (a billion layers would also make every per-layer loop hang)."""
+        out = [f"{name}={value} (expected {lo}..{hi})" for name, value, lo, hi in (
+            ("layers", self.layers, 1, MAX_LAYERS), ("hidden", self.hidden, 1, 1 << 17),
+            ("heads", self.heads, 1, 4096), ("kv_heads", self.kv_heads, 0 if self.kv_lora else 1, 4096),
+            ("head_dim", self.head_dim, 1, 1 << 14), ("ff", self.ff, 0, 1 << 21), ("vocab", self.vocab, 1, 1 << 23),
+            ("context", self.context, 1, MAX_CONTEXT), ("moe_experts", self.moe_experts, 0, 1 << 13),
+            ("moe_active", self.moe_active, 0, max(0, self.moe_experts)), ("moe_ff", self.moe_ff, 0, 1 << 21),
+            ("moe_shared", self.moe_shared, 0, 64), ("dense_layers", self.dense_layers, 0, self.layers),
+            ("kv_lora", self.kv_lora, 0, 1 << 14), ("sliding_window", self.sliding_window or 0, 0, MAX_CONTEXT),
+        ) if not lo <= value <= hi]
+        if self.is_moe and self.moe_active == 0:
+            out.append(f"moe_active=0 with {self.moe_experts} experts")
+        return out
 
     @property
     def is_moe(self) -> bool:
@@ -189,25 +208,27 @@ def architecture_from_mapping(name: str, row: Mapping[str, Any]) -> Architecture
 def generic_architecture(params_b: float) -> Architecture:
     """A generic modern dense shape for a model known only by its size (``grounded: false``).
 
-    Shaped like the Llama-3 / Qwen2.5 families: head_dim 128, 8 KV heads (GQA), FFN 3.5x hidden, 128k vocab,
-    depth and width chosen so that the parameter count matches ``params_b``.
+    Shaped like the Llama-3 / Qwen2.5 families: head_dim 128, 8 KV heads (GQA), FFN 3.5x hidden, 128k vocab
+    (32k below 1024 wide); the narrowest width whose depth stays within ~8 layers per 1024 of width (as real
+    models do), so that the parameter count matches ``params_b`` from a 10M toy to a 10T model.
     """
     target = params_b * 1e9
-    best: Architecture | None = None
-    for hidden in range(1024, 16385, 256):
-        heads = max(8, hidden // 128)
-        ff = int(hidden * 3.5) // 256 * 256
-        vocab = 128256
-        per_layer = 2 * hidden * hidden + 2 * hidden * 8 * 128 + 3 * hidden * ff
-        layers = round((target - 2 * hidden * vocab) / per_layer)
-        if layers < 8:
-            continue
-        if layers / hidden * 1024 > 8:  # depth/width ratio of real models: at most ~8 layers per 1024 width
-            continue
-        best = Architecture(name=f"generic-{params_b:g}B", layers=layers, hidden=hidden, heads=heads, kv_heads=8,
-                            head_dim=128, ff=ff, vocab=vocab, context=8192, gguf_arch="llama")
-        break
-    if best is None:
-        best = Architecture(name=f"generic-{params_b:g}B", layers=8, hidden=1024, heads=8, kv_heads=8, head_dim=128,
-                            ff=3584, vocab=32000, context=8192, gguf_arch="llama")
-    return best
+    name = f"generic-{params_b:g}B"
+    vocab = 128256 if target >= 1e9 else 32000
+    hidden, layers = 256, 1
+    for hidden in range(256, 32769, 256):
+        layers = max(1, round((target - 2 * hidden * vocab) / _generic_per_layer(hidden)))
+        if layers <= max(2, 8 * hidden // 1024):
+            break
+    return Architecture(name=name, layers=min(layers, MAX_LAYERS), hidden=hidden, heads=max(2, hidden // 128),
+                        kv_heads=min(8, max(1, hidden // 128)), head_dim=128, ff=_generic_ff(hidden), vocab=vocab,
+                        context=8192, gguf_arch="llama")
+
+
+def _generic_ff(hidden: int) -> int:
+    return max(256, int(hidden * 3.5) // 256 * 256)
+
+
+def _generic_per_layer(hidden: int) -> int:
+    kv = min(8, max(1, hidden // 128)) * 128
+    return 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * _generic_ff(hidden)

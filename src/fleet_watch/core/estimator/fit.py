@@ -41,23 +41,28 @@ class Alternative:
         return f"Reduce the context to {self.context_tokens} tokens (~{self.total_mb} MB working set)"
 
 
-def ladder_for(quant: Quant) -> tuple[str, ...]:
-    if quant.kind == "mlx":
+_GGUF_ENGINES = ("llama_cpp", "ollama", "candle")
+
+
+def ladder_for(quant: Quant, framework: str | None = None) -> tuple[str, ...]:
+    """The quantizations worth suggesting, best first: those the framework loads, in the weights' own family."""
+    if framework == "mlx" or (framework is None and quant.kind == "mlx"):
         return MLX_LADDER
-    if quant.kind in ("awq", "gptq", "fp8", "float"):
-        return HF_LADDER
-    return GGUF_LADDER
+    if framework in _GGUF_ENGINES or quant.kind == "gguf":
+        return GGUF_LADDER
+    return HF_LADDER
 
 
 # evaluate(quant label or None for the current one, context) -> (weights_mb, total_mb)
 Evaluator = Callable[[str | None, int], tuple[int, int]]
 
 
-def smaller_quant_that_fits(evaluate: Evaluator, current: Quant, ctx: int, available_mb: int,
+def smaller_quant_that_fits(evaluate: Evaluator, current: Quant, ctx: int, available_mb: int, *,
+                            framework: str | None = None,
                             usable: Callable[[str], bool] = lambda label: True) -> Alternative | None:
     """The largest ``usable`` quantization on the ladder with smaller weights than ``current`` whose total fits."""
     current_weights, _ = evaluate(None, ctx)
-    for label in ladder_for(current):
+    for label in ladder_for(current, framework):
         if label == current.label or not usable(label):
             continue
         weights, total = evaluate(label, ctx)

@@ -31,13 +31,21 @@ def _int(value: Any) -> int:
     return int(value)
 
 
+def plausible(arch: Architecture, what: str) -> Architecture:
+    problems = arch.problems()
+    if problems:
+        raise UsageError(f"{arch.name}: {what} describes an implausible model: {', '.join(problems[:3])}")
+    return arch
+
+
 def architecture_from_gguf(meta: Mapping[str, Any], tensor_shapes: Mapping[str, Sequence[int]],
                            name: str) -> Architecture:
     """Shape of a GGUF model from its metadata (``{arch}.block_count`` ...) and tensor shapes (ne0, ne1, ...)."""
     try:
-        return _gguf_arch(meta, tensor_shapes, name)
-    except (TypeError, ValueError, AttributeError) as err:
+        arch = _gguf_arch(meta, tensor_shapes, name)
+    except (TypeError, ValueError, AttributeError, OverflowError) as err:
         raise UsageError(f"{name}: GGUF header has a malformed shape field ({err})") from err
+    return plausible(arch, "the GGUF header")
 
 
 def _gguf_arch(meta: Mapping[str, Any], tensor_shapes: Mapping[str, Sequence[int]], name: str) -> Architecture:
@@ -98,9 +106,10 @@ def _swa_every(config: Mapping[str, Any]) -> int:
 def architecture_from_hf_config(config: Mapping[str, Any], name: str) -> Architecture:
     """Shape of a Hugging Face model from its ``config.json`` (multimodal configs: the ``text_config``)."""
     try:
-        return _hf_arch(config, name)
-    except (TypeError, ValueError, AttributeError) as err:
+        arch = _hf_arch(config, name)
+    except (TypeError, ValueError, AttributeError, OverflowError) as err:
         raise UsageError(f"{name}: config.json has a malformed shape field ({err})") from err
+    return plausible(arch, "config.json")
 
 
 def _hf_arch(config: Mapping[str, Any], name: str) -> Architecture:
@@ -142,6 +151,16 @@ def _hf_arch(config: Mapping[str, Any], name: str) -> Architecture:
 def quant_from_hf_config(config: Mapping[str, Any]) -> tuple[Quant, int]:
     """(weight format, group size) declared by ``config.json``: MLX ``quantization``, ``quantization_config``
     (AWQ, GPTQ, FP8, MXFP4), else the float ``torch_dtype``."""
+    try:
+        quant, group = _hf_quant(config)
+    except (TypeError, ValueError, AttributeError, OverflowError) as err:
+        raise UsageError(f"config.json has a malformed quantization field ({err})") from err
+    if not 0 < quant.bits <= 32 or not 1 <= group <= 1 << 16:
+        raise UsageError(f"config.json declares an implausible quantization: {quant.bits} bits, group size {group}")
+    return quant, group
+
+
+def _hf_quant(config: Mapping[str, Any]) -> tuple[Quant, int]:
     mlx = config.get("quantization")
     if isinstance(mlx, Mapping) and "bits" in mlx:
         bits = int(mlx["bits"])

@@ -37,17 +37,23 @@ def normalize(text: str) -> str:
 
 
 def parse_size(text: str) -> SizeToken | None:
-    """The model size in ``text``; the last standalone size wins (``llama-3.2-1b`` -> 1B, ``gpt-oss-20b`` -> 20B)."""
-    found: SizeToken | None = None
+    """The model size in ``text``; the last standalone size wins (``llama-3.2-1b`` -> 1B, ``gpt-oss-20b`` -> 20B).
+
+    Billions win over millions: in ``Qwen2.5-7B-Instruct-1M`` the ``1M`` is the context length, not the size.
+    """
+    billions: SizeToken | None = None
+    millions: SizeToken | None = None
     for m in _SIZE_RE.finditer(normalize(text)):
         value = float(m.group(2))
-        if m.group(3) == "m":
-            value /= 1000.0
         if value <= 0:
             continue
-        found = SizeToken(value, int(m.group(1)) if m.group(1) else 0,
-                          float(m.group(4)) if m.group(4) else None)
-    return found
+        experts = int(m.group(1)) if m.group(1) else 0
+        active = float(m.group(4)) if m.group(4) else None
+        if m.group(3) == "m":
+            millions = SizeToken(value / 1000.0, experts, active)
+        else:
+            billions = SizeToken(value, experts, active)
+    return billions or millions
 
 
 def parse_bare_size(text: str) -> SizeToken | None:

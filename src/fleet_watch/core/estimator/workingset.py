@@ -164,7 +164,9 @@ def compute(plan: Plan, fixed_mb_override: int | None = None) -> WorkingSet:
     fixed = fixed_mb_override if fixed_mb_override is not None else _FIXED_MB[engine][device]
     weights_mb, kv_mb, act_mb = _mb(weights), _mb(kv), _mb(act)
     needed = int(weights_mb + (kv_mb + act_mb) * plan.multiplier + fixed + 0.999)
-    if engine in ("vllm", "sglang"):
+    # On a GPU, vLLM/SGLang claim a fraction of it whatever the model; their CPU backend sizes its KV space by
+    # VLLM_CPU_KVCACHE_SPACE instead, so there the model's own needs are the estimate.
+    if engine in ("vllm", "sglang") and device != "cpu":
         util = plan.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION[engine]
         claim = int(util * plan.device_total_mb) if plan.device_total_mb else needed
         total = max(needed, claim)

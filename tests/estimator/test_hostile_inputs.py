@@ -1,0 +1,203 @@
+"""Damaged, hostile and odd inputs: every one is a one-line usage error (exit 2) or an honest answer, quickly;
+none is a traceback, a hang, or a tiny made-up model that lets the guard allow."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet_watch.core.estimator.naming import parse_size
+from fleet_watch.errors import UsageError
+from fleet_watch.service import memory_target
+from fleet_watch.service.estimate import estimate_from_command, evaluate
+from fleet_watch.service.memory_target import machine_memory
+from tests.estimator.conftest import llama_meta, llama_tensors, settings, write_gguf, write_safetensors
+from tests.estimator.test_modelfiles import QWEN_CONFIG
+
+
+def _folder(root: Path, name: str, config: dict[str, Any], *, offsets: object = None) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    if offsets is not None:
+        header = {"w": {"dtype": "BF16", "shape": [2], "data_offsets": offsets}}
+        blob = json.dumps(header).encode()
+        (folder / "model.safetensors").write_bytes(len(blob).to_bytes(8, "little") + blob)
+    return folder
+
+
+BROKEN_CONFIGS: dict[str, dict[str, Any]] = {
+    "mlx-bits-text": {**QWEN_CONFIG, "quantization": {"bits": "abc", "group_size": 64}},
+    "mlx-group-null": {**QWEN_CONFIG, "quantization": {"bits": 4, "group_size": None}},
+    "mlx-group-zero": {**QWEN_CONFIG, "quantization": {"bits": 4, "group_size": 0}},
+    "billion-layers": {**QWEN_CONFIG, "num_hidden_layers": 1_000_000_000},
+    "zero-heads": {**QWEN_CONFIG, "num_attention_heads": 0, "num_key_value_heads": 0},
+    "negative-layers": {**QWEN_CONFIG, "num_hidden_layers": -4},
+    "negative-context": {**QWEN_CONFIG, "max_position_embeddings": -1},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_CONFIGS))
+def test_broken_hf_folders_are_usage_errors(fleet: Any, tmp_path: Path, name: str) -> None:
+    folder = _folder(tmp_path, name, BROKEN_CONFIGS[name])
+    start = time.perf_counter()
+    out = fleet("estimate", "--model", str(folder), "--json", timeout=30)
+    assert time.perf_counter() - start < 10
+    assert out.returncode == 2, out.stdout
+    doc = json.loads(out.stdout)
+    assert doc["error"] == "usage_error"
+    assert name in doc["reason"] or "config.json" in doc["reason"] or "implausible" in doc["reason"]
+    guard = fleet("guard", "--model", str(folder), "--json", timeout=30)
+    assert (guard.returncode, guard.json()["allowed"]) == (2, False)
+
+
+@pytest.mark.parametrize("offsets", [["x", "y"], [10, 2], [-4, 4], [0]])
+def test_bad_safetensors_offsets_are_usage_errors(fleet: Any, tmp_path: Path, offsets: object) -> None:
+    folder = _folder(tmp_path, "st", QWEN_CONFIG, offsets=offsets)
+    out = fleet("estimate", "--model", str(folder), "--json")
+    assert out.returncode == 2
+    assert "data_offsets" in out.json()["reason"]
+
+
+def test_a_gguf_header_claiming_a_billion_layers_is_refused_at_once(fleet: Any, tmp_path: Path) -> None:
+    path = tmp_path / "huge.gguf"
+    write_gguf(path, "llama", llama_meta("llama", 4_000_000_000, 256, 4, 2, 512),
+               llama_tensors(2, 256, 4, 2, 512, 1024, matrix="F16"))
+    out = fleet("guard", "--model", str(path), "--json", timeout=30)
+    assert out.returncode == 2
+    assert "implausible" in out.json()["reason"]
+    # In discovery the same file is skipped: the process keeps the pattern's default, the cycle goes on.
+    assert estimate_from_command(settings(), f"llama-server -m {path} --port 8080") is None
+
+
+def test_truncated_gguf_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "partial.gguf"
+    write_gguf(path, "llama", llama_meta("llama", 2, 256, 4, 2, 512), llama_tensors(2, 256, 4, 2, 512, 1024,
+                                                                                      matrix="F16"))
+    with path.open("r+b") as fh:
+        fh.truncate(path.stat().st_size // 2)
+    with pytest.raises(UsageError, match="damaged or truncated"):
+        evaluate(settings(), framework="llama_cpp", model=str(path))
+
+
+def test_folder_of_several_gguf_models_asks_which(fleet: Any, tmp_path: Path) -> None:
+    for name in ("a-Q4_K_M.gguf", "a-Q8_0.gguf"):
+        write_gguf(tmp_path / name, "llama", llama_meta("llama", 2, 256, 4, 2, 512),
+                   llama_tensors(2, 256, 4, 2, 512, 1024, matrix="F16"))
+    out = fleet("estimate", "--model", str(tmp_path), "--json")
+    assert out.returncode == 2
+    assert "2 GGUF models" in out.json()["reason"]
+
+
+def test_hf_cache_ref_that_is_not_text_falls_back_to_the_snapshot(tmp_path: Path) -> None:
+    snap = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps(QWEN_CONFIG))
+    write_safetensors(snap / "model.safetensors", {"w": ("BF16", (4, 4))})
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_bytes(b"\xff\xfe\x00garbage")
+    out = evaluate(settings(), framework="vllm", model="org/tiny", environ={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert out["working_set"]["model_source"] == "hf_cache"
+
+
+@pytest.mark.parametrize(("size", "low", "high"), [("500B", 450, 550), ("1000B", 950, 1050), ("7B", 6.5, 7.5),
+                                                    ("0.5B", 0.45, 0.55), ("125M", 0.1, 0.15)])
+def test_any_size_gets_a_shape_of_that_size(size: str, low: float, high: float) -> None:
+    arch = evaluate(settings(), framework="llama_cpp", model=size)["architecture"]
+    assert low < arch["params"] / 1e9 < high
+
+
+def test_absurd_sizes_are_refused(fleet: Any) -> None:
+    out = fleet("estimate", "--model", "999999B", "--json")
+    assert out.returncode == 2
+    assert "implausible" in out.json()["reason"]
+
+
+@pytest.mark.parametrize("name", ["Qwen2.5-7B-Instruct-1M", "Qwen2.5-14B-Instruct-1M", "Llama-3.1-8B-Instruct-1M"])
+def test_a_1m_suffix_is_context_not_size(name: str) -> None:
+    size = parse_size(name)
+    assert size is not None
+    assert size.params_b in (7, 14, 8)
+    ws = evaluate(settings(), framework="llama_cpp", model=name, ctx=4096)["working_set"]
+    assert ws["weights_mb"] > 3000
+
+
+def test_config_overhead_keys_in_any_spelling() -> None:
+    s = settings(gpu_estimator={"framework_overhead": {"llama.cpp": 1.9, "Candle": 3.0}})
+    for fw, mult in (("llama_cpp", 1.9), ("candle", 3.0)):
+        ws = evaluate(s, framework=fw, model="qwen2.5-7B-Q4_K_M", ctx=4096)["working_set"]
+        assert ws["overhead_multiplier"] == mult
+
+
+def test_mlx_is_offered_mlx_quantizations() -> None:
+    out = evaluate(settings(ram_mb=8192), framework="mlx", model="qwen2.5-7b-bf16", ctx=4096)
+    assert out["fits"] is False
+    quants = [a["quantization"] for a in out["alternatives"] if a["kind"] == "quantization"]
+    assert quants
+    assert quants[0].startswith("MLX-")
+
+
+@pytest.mark.parametrize(("quant", "framework"), [("AWQ", "llama_cpp"), ("4bit", "candle"), ("Q4_K_M", "mlx")])
+def test_a_framework_that_cannot_load_the_weights_is_a_usage_error(fleet: Any, quant: str, framework: str) -> None:
+    out = fleet("estimate", "--model", "qwen2.5-7B", "--quant", quant, "--framework", framework, "--json")
+    assert out.returncode == 2
+    assert "cannot load" in out.json()["reason"]
+
+
+def test_unknown_model_with_a_bad_kv_type_is_still_a_usage_error(fleet: Any) -> None:
+    out = fleet("guard", "--model", "my-favourite-model", "--kv-dtype", "zz", "--json")
+    assert (out.returncode, out.json()["allowed"]) == (2, False)
+
+
+def test_tiny_models_are_sized_in_millions(tmp_path: Path) -> None:
+    path = tmp_path / "toy.gguf"
+    write_gguf(path, "llama", llama_meta("llama", 2, 256, 4, 2, 512), llama_tensors(2, 256, 4, 2, 512, 1024,
+                                                                                      matrix="F16"))
+    assert evaluate(settings(), framework="llama_cpp", model=str(path))["working_set"]["model_size"].endswith("M")
+
+
+def test_planning_an_8gb_mac_for_mlx_uses_the_wired_limit() -> None:
+    mem = machine_memory(settings(ram_mb=None), 8192, "mlx")
+    assert (mem.device, mem.limit_mb, mem.physical_ram_mb) == ("apple", 5461, 8192)
+    ws = evaluate(settings(ram_mb=None), framework="mlx", model="qwen2.5-0.5B", ram_mb=8192)["working_set"]
+    # The RAM above the wired limit (2731MB) already exceeds the 2048MB reserve: nothing more is held back.
+    assert ws["available_after_reserve_mb"] == 5461
+
+
+class _Detected:
+    def __init__(self, **kw: Any) -> None:
+        self.physical_ram_mb = kw.get("ram", 65536)
+        self.gpu_devices = kw.get("devices", ())
+        self.apple_wired_limit_mb = kw.get("apple")
+
+
+class _Dev:
+    def __init__(self, free: int, total: int) -> None:
+        self.free_mb, self.total_mb = free, total
+
+
+def test_detected_nvidia_memory_is_free_vram(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detection boundary (NVML, sysctl) is replaced; the real NVML path runs in bench/nvml_check.py."""
+    import fleet_watch.probes.machine as machine
+
+    two = (_Dev(10000, 24576), _Dev(20000, 24576))
+    monkeypatch.setattr(machine, "detect_memory", lambda: _Detected(devices=two))
+    split = memory_target.machine_memory(settings(ram_mb=None), None, "llama_cpp")
+    assert (split.limit_mb, split.free_mb, split.origin) == (49152, 30000, "nvidia_free_vram")
+    one = memory_target.machine_memory(settings(ram_mb=None), None, "vllm")
+    assert (one.limit_mb, one.free_mb) == (24576, 20000)
+    small_reserve = settings(ram_mb=None, reserve_mb=1024)
+    assert memory_target.available_mb(small_reserve, one, 0) == (1024, 20000)  # free VRAM caps it (not 23552)
+
+
+def test_detected_apple_memory_is_the_wired_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fleet_watch.probes.machine as machine
+
+    monkeypatch.setattr(machine, "detect_memory", lambda: _Detected(ram=32768, apple=21845))
+    mem = memory_target.machine_memory(settings(ram_mb=None, reserve_mb=4096), None, "mlx")
+    assert (mem.device, mem.limit_mb, mem.origin) == ("apple", 21845, "apple_wired_limit")
+    assert memory_target.reserve_mb(settings(ram_mb=None, reserve_mb=4096), mem) == 0
