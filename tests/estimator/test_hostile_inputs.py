@@ -12,6 +12,7 @@ import pytest
 
 from fleet_watch.core.estimator.naming import parse_size
 from fleet_watch.errors import UsageError
+from fleet_watch.probes.modelfiles import read_gguf
 from fleet_watch.service import memory_target
 from fleet_watch.service.estimate import estimate_from_command, evaluate
 from fleet_watch.service.memory_target import machine_memory
@@ -74,14 +75,20 @@ def test_a_gguf_header_claiming_a_billion_layers_is_refused_at_once(fleet: Any, 
     assert estimate_from_command(settings(), f"llama-server -m {path} --port 8080") is None
 
 
-def test_truncated_gguf_says_so(tmp_path: Path) -> None:
+def test_a_partial_download_is_read_from_its_header_and_a_cut_header_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "partial.gguf"
-    write_gguf(path, "llama", llama_meta("llama", 2, 256, 4, 2, 512), llama_tensors(2, 256, 4, 2, 512, 1024,
-                                                                                      matrix="F16"))
+    exact = write_gguf(path, "llama", llama_meta("llama", 2, 256, 4, 2, 512),
+                       llama_tensors(2, 256, 4, 2, 512, 1024, matrix="F16"))
     with path.open("r+b") as fh:
-        fh.truncate(path.stat().st_size // 2)
-    with pytest.raises(UsageError, match="damaged or truncated"):
-        evaluate(settings(), framework="llama_cpp", model=str(path))
+        fh.truncate(path.stat().st_size // 2)  # the data is cut, the header is whole
+    assert read_gguf(path).weights_bytes == exact
+    with path.open("r+b") as fh:
+        fh.truncate(600)  # inside the tensor infos
+    with pytest.raises(UsageError, match="truncated"):
+        read_gguf(path)
+    path.write_bytes(b"")
+    with pytest.raises(UsageError, match="empty file"):
+        read_gguf(path)
 
 
 def test_folder_of_several_gguf_models_asks_which(fleet: Any, tmp_path: Path) -> None:

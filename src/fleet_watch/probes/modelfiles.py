@@ -1,7 +1,8 @@
 """Reading model files without loading them: GGUF headers, safetensors headers, the Hugging Face cache.
 
-* GGUF: ``gguf.GGUFReader`` (imported here only: it pulls numpy) memory-maps the file and parses the header; the
-  tensor data is never touched, so a 40 GB file costs what its header costs. Split files: every shard's header.
+* GGUF: ``probes.gguf_header`` parses the header on the standard library (metadata and tensor infos); the tensor
+  data is never touched, so a 40 GB file, or a partial download of one, costs what its header costs. Split
+  files: every shard's header.
 * safetensors: an 8-byte little-endian header length, then a JSON header with each tensor's dtype, shape and data
   offsets (huggingface/safetensors format spec); stdlib only.
 * Hugging Face cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``, else
@@ -61,29 +62,11 @@ def _gguf_shards(path: Path) -> list[Path]:
     return shards
 
 
-def _field_value(reader_field: Any) -> Any:
-    """A scalar, string or short array from a GGUFReader field (long arrays such as the vocabulary are skipped)."""
-    types = list(reader_field.types)
-    if not types:
-        return None
-    from gguf import GGUFValueType
-
-    if types[0] == GGUFValueType.ARRAY:
-        if len(reader_field.data) > 4096 or (len(types) > 1 and types[1] == GGUFValueType.STRING):
-            return None
-        return [reader_field.parts[i].tolist()[0] for i in reader_field.data]
-    part = reader_field.parts[reader_field.data[0]]
-    if types[0] == GGUFValueType.STRING:
-        return bytes(part).decode("utf-8", errors="replace")
-    return part.tolist()[0]
-
-
 def read_gguf(path: Path) -> ModelFile:
     """Architecture, exact tensor bytes and type mix from a GGUF header (all shards of a split file)."""
-    try:
-        from gguf import GGUFReader
-    except ImportError as err:  # pragma: no cover - gguf is a dependency
-        raise UsageError("reading GGUF files needs the 'gguf' package") from err
+    from fleet_watch.core.estimator.quant import ggml_bytes
+    from fleet_watch.probes.gguf_header import GgufError, read_header
+
     meta: dict[str, Any] = {}
     shapes: dict[str, list[int]] = {}
     by_type: Counter[str] = Counter()
@@ -91,27 +74,26 @@ def read_gguf(path: Path) -> ModelFile:
     repack = 0
     for shard in _gguf_shards(path):
         try:
-            reader = GGUFReader(shard, "r")
-        except (ValueError, OSError, struct.error, IndexError, KeyError, TypeError, OverflowError) as err:
-            # gguf maps the whole file to lay out its tensors: a partial download fails here too.
-            raise UsageError(f"{shard}: not a readable GGUF file, damaged or truncated ({err})") from err
+            header = read_header(shard)
+        except GgufError as err:
+            raise UsageError(f"{shard}: not a readable GGUF file ({err})") from err
+        except OSError as err:
+            raise UsageError(f"{shard}: cannot read ({err.strerror})") from err
         if not meta:
-            for key, value in reader.fields.items():
-                if key.startswith("tokenizer.ggml.") and key not in ("tokenizer.ggml.model",):
-                    continue
-                meta[key] = _field_value(value)
-        for t in reader.tensors:
-            shape = [int(x) for x in t.shape]
-            shapes[t.name] = shape
-            n_bytes = int(t.n_bytes)
-            type_name = t.tensor_type.name
-            by_type[type_name] += n_bytes
+            meta = {k: v for k, v in header.metadata.items()
+                    if not k.startswith("tokenizer.ggml.") or k == "tokenizer.ggml.model"}
+        for t in header.tensors:
+            shapes[t.name] = list(t.shape)
+            n_bytes = ggml_bytes(t.type_name, t.n_elements)
+            by_type[t.type_name] += n_bytes
             total += n_bytes
-            if type_name in ("Q4_0", "IQ4_NL") and len(shape) >= 2 and t.name != "token_embd.weight" \
-                    and shape[1] % 8 == 0:
+            if t.type_name in ("Q4_0", "IQ4_NL") and len(t.shape) >= 2 and t.name != "token_embd.weight" \
+                    and t.shape[1] % 8 == 0:
                 repack += n_bytes
-    arch = architecture_from_gguf(meta, shapes, meta.get("general.name") or path.name)
-    ftype = GGUF_FILE_TYPES.get(int(meta.get("general.file_type") or -1))
+    name = meta.get("general.name")
+    arch = architecture_from_gguf(meta, shapes, name if isinstance(name, str) and name else path.name)
+    file_type = meta.get("general.file_type")
+    ftype = GGUF_FILE_TYPES.get(file_type) if isinstance(file_type, int) else None
     if ftype is None:
         named = parse_quant(path.name)
         ftype = named.label if named and named.is_gguf else max(by_type, key=lambda k: by_type[k], default="F16")
