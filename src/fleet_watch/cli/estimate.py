@@ -29,14 +29,15 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
     """
     if not model.strip():
         raise UsageError("--model must not be empty")
-    from fleet_watch.service.estimate import evaluate
+    from fleet_watch.service.estimate import evaluate_against_claims
 
     fleet = open_fleet()
     try:
-        # Memory that live registered workloads hold is not available (the guard subtracts it too).
-        allocated = fleet.live_gpu_allocated_mb() if ram_mb is None else 0
-        result = evaluate(fleet.settings, framework=framework, model=model, quant=quant, ctx=ctx,
-                          kv_dtype=kv_dtype, parallel=parallel, ram_mb=ram_mb, allocated_mb=allocated)
+        # Memory that registered workloads hold is not available, exactly as in the guard.
+        result = evaluate_against_claims(
+            fleet.settings, allocated_mb=fleet.budget().allocated_mb, live_allocated=fleet.live_gpu_allocated_mb,
+            framework=framework, model=model, quant=quant, ctx=ctx, kv_dtype=kv_dtype, parallel=parallel,
+            ram_mb=ram_mb)
     finally:
         fleet.close()
     if as_json:

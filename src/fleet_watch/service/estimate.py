@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -320,9 +320,23 @@ def _insufficient(settings: Settings, fw: str | None, model: str | None, ram_mb:
             "kv_dtype": kv_dtype, "architecture": None, "alternatives": []}
 
 
+def evaluate_against_claims(settings: Settings, *, allocated_mb: int, live_allocated: Callable[[], int] | None,
+                            **kwargs: Any) -> dict[str, Any]:
+    """``evaluate`` with what the registry says is allocated; only when that does not fit are the holders checked
+    for liveness (``live_allocated``), since dead claims can only free memory. ``guard`` and ``estimate`` both
+    answer through here, so the same registry gives them the same numbers."""
+    full = evaluate(settings, allocated_mb=allocated_mb, **kwargs)
+    if full["fits"] is False and allocated_mb > 0 and live_allocated is not None \
+            and full["working_set"]["allocated_mb"] > 0:
+        live = live_allocated()
+        if live != allocated_mb:
+            full = evaluate(settings, allocated_mb=live, **kwargs)
+    return full
+
+
 def guard_working_set(
     settings: Settings, *, requested_mb: int | None, framework: str | None, model: str | None, ctx: int | None,
-    kv_dtype: str | None, ram_mb: int | None, allocated_mb: int,
+    kv_dtype: str | None, ram_mb: int | None, allocated_mb: int, live_allocated: Callable[[], int] | None = None,
 ) -> dict[str, Any] | None:
     """The guard's GPU working-set check; None when neither ``framework`` nor ``model`` is given.
 
@@ -330,8 +344,8 @@ def guard_working_set(
     """
     if not framework and not model:
         return None
-    full = evaluate(settings, framework=framework, model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb,
-                    allocated_mb=allocated_mb)
+    full = evaluate_against_claims(settings, framework=framework, model=model, ctx=ctx, kv_dtype=kv_dtype,
+                                   ram_mb=ram_mb, allocated_mb=allocated_mb, live_allocated=live_allocated)
     ws = dict(full["working_set"])
     ws["requested_mb"] = requested_mb
     return {"working_set": ws, "fits": full["fits"], "reason": full["reason"], "detail": full["detail"]}

@@ -8,6 +8,7 @@ the common port/repo guard stays on the standard library.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +93,7 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
         return records.get(rid)
 
     def prune_gpu_holders() -> None:
-        """Dead claims free their share. Checked only when it matters: a denial, or a model's working set."""
+        """Dead claims free their share. Checked only when it matters: when something would be denied."""
         nonlocal budget, device_budget, pruned
         if pruned:
             return
@@ -113,10 +114,12 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
                        or (device_budget is not None and req.gpu_mb > device_budget.available_mb)):
         prune_gpu_holders()
 
-    estimate = None
-    if req.wants_estimate:
-        prune_gpu_holders()  # the working set counts live claims only, exactly as `fleet estimate` does
-        estimate = _working_set(fleet, req, (device_budget or budget).allocated_mb)
+    def live_allocated() -> int:
+        prune_gpu_holders()
+        return (device_budget or budget).allocated_mb
+
+    estimate = _working_set(fleet, req, (device_budget or budget).allocated_mb, live_allocated) \
+        if req.wants_estimate else None
 
     dead_pids = {c.holder.pid for c in (*([port_claim] if port_claim else []), *repo_claims, *gpu_claims)
                  if c.holder.record_id in dead}
@@ -154,10 +157,12 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
     return GuardResult(allowed=allowed, request=request, checks=checks, state=state)
 
 
-def _working_set(fleet: Fleet, req: GuardRequest, allocated_mb: int) -> dict[str, Any]:
+def _working_set(fleet: Fleet, req: GuardRequest, allocated_mb: int, live_allocated: Callable[[], int]
+                 ) -> dict[str, Any]:
     from fleet_watch.service.estimate import guard_working_set
 
     est = guard_working_set(fleet.settings, requested_mb=req.gpu_mb, framework=req.framework, model=req.model,
-                            ctx=req.ctx, kv_dtype=req.kv_dtype, ram_mb=req.ram_mb, allocated_mb=allocated_mb)
+                            ctx=req.ctx, kv_dtype=req.kv_dtype, ram_mb=req.ram_mb, allocated_mb=allocated_mb,
+                            live_allocated=live_allocated)
     assert est is not None  # wants_estimate: a framework or a model was given
     return est
