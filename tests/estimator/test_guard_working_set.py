@@ -146,3 +146,26 @@ def test_bad_estimate_input_fails_closed(fleet: Any, args: tuple[str, ...], need
     assert doc["allowed"] is False
     assert needle in doc["reason"]
     assert out.stderr == "" or "Traceback" not in out.stderr
+
+
+def test_estimate_says_which_machine_sizes_fit(fleet: Any) -> None:
+    doc = fleet("estimate", "--model", "qwen2.5-7B-Q4_K_M", "--framework", "candle", "--json").json()
+    by_size = {m["memory_gb"]: m for m in doc["fits_on"]}
+    assert by_size[8]["fits"] is False
+    assert by_size[128]["fits"] is True
+    flags = [m["fits"] for m in doc["fits_on"]]
+    assert flags == sorted(flags)  # once it fits, it fits on every larger machine
+    planned = fleet("estimate", "--model", "qwen2.5-7B-Q4_K_M", "--framework", "candle", "--ram-mb", "8192",
+                    "--json").json()["working_set"]
+    assert (by_size[8]["total_mb"], by_size[8]["available_mb"]) == (planned["total_mb"],
+                                                                     planned["available_after_reserve_mb"])
+    text = fleet("estimate", "--model", "qwen2.5-7B-Q4_K_M", "--framework", "candle").stdout
+    assert "Fits on (RAM, same context, no other workloads): 16 GB and up" in text
+
+
+def test_vllm_fits_an_80gb_gpu_its_utilization_is_its_reserve(fleet: Any) -> None:
+    out = fleet("guard", "--model", "Meta-Llama-3.1-8B-Instruct", "--framework", "vllm", "--ctx", "8192",
+                "--ram-mb", "81920", "--json")
+    ws = out.json()["checks"]["gpu"]["working_set"]
+    assert ws["fits"] is True, ws
+    assert (ws["total_mb"], ws["reserve_mb"], ws["available_after_reserve_mb"]) == (int(0.9 * 81920), 0, 81920)

@@ -37,7 +37,7 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
         result = evaluate_against_claims(
             fleet.settings, allocated_mb=fleet.budget().allocated_mb, live_allocated=fleet.live_gpu_allocated_mb,
             framework=framework, model=model, quant=quant, ctx=ctx, kv_dtype=kv_dtype, parallel=parallel,
-            ram_mb=ram_mb)
+            ram_mb=ram_mb, machines=True)
     finally:
         fleet.close()
     if as_json:
@@ -78,6 +78,14 @@ def human_lines(result: dict[str, Any]) -> list[str]:
     if ws.get("claim_mb") is not None:
         lines.append(f"  {ws['framework']} claims {ws['claim_mb']} MB (gpu_memory_utilization x device memory); "
                      f"the model needs {ws['kv_min_mb']} MB of KV for one full-length request")
+    fits_on = result.get("fits_on") or []
+    if fits_on:
+        kind = {"apple": "Mac", "cuda": "GPU"}.get(fits_on[0]["device"], "RAM")
+        yes = [m["memory_gb"] for m in fits_on if m["fits"]]
+        no = [m["memory_gb"] for m in fits_on if not m["fits"]]
+        where = f"{min(yes)} GB and up" if yes and all(g > max(no, default=0) for g in yes) else \
+            ", ".join(f"{g} GB" for g in yes) or "none of 8-256 GB"
+        lines.append(f"Fits on ({kind}, same context, no other workloads): {where}")
     if not result["fits"]:
         lines.append(f"Does not fit: {result['detail']}")
         for alt in result["alternatives"]:

@@ -23,10 +23,11 @@ from fleet_watch.core.estimator.mix import gguf_types, weight_bytes
 from fleet_watch.core.estimator.naming import match_catalog, parse_bare_size, parse_size
 from fleet_watch.core.estimator.quant import Quant, normalize_kv_dtype, parse_quant, quant_from_label
 from fleet_watch.errors import FleetError, UsageError
-from fleet_watch.service.memory_target import available_mb, machine_memory
+from fleet_watch.service.memory_target import Memory, available_mb, given_memory, machine_memory
 
 REASON = "working_set_exceeds_physical_ram"
 MAX_CTX = 10_000_000
+COMMON_MACHINES_GB = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # Macs' unified memory and GPU VRAM sizes
 MAX_PARAMS_B = 10_000  # 10T: well above any released model (DeepSeek-V3 671B, Kimi K2 1T)
 # What each engine loads (weight kinds): GGUF engines read GGUF files only (a float type is F16/BF16 GGUF);
 # MLX reads its own quantized or float safetensors; vLLM/SGLang/transformers read everything but MLX's format.
@@ -206,9 +207,10 @@ def _architecture_dict(res: Resolved) -> dict[str, Any]:
 def evaluate(settings: Settings, *, framework: str | None, model: str | None, quant: str | None = None,
              ctx: int | None = None, kv_dtype: str | None = None, parallel: int = 1, ram_mb: int | None = None,
              allocated_mb: int = 0, origin: str = "explicit", gpu_memory_utilization: float | None = None,
-             environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+             environ: Mapping[str, str] | None = None, machines: bool = False) -> dict[str, Any]:
     """The full estimate: ``{"working_set", "fits", "reason", "detail", "context_tokens", "kv_dtype",
-    "architecture", "alternatives"}``. ``working_set`` is what the guard puts in ``checks.gpu.working_set``."""
+    "architecture", "alternatives"}``. ``working_set`` is what the guard puts in ``checks.gpu.working_set``.
+    ``machines``: also ``fits_on``, the same model and context on machines of common sizes."""
     if ctx is not None and not 1 <= ctx <= MAX_CTX:
         raise UsageError(f"--ctx must be between 1 and {MAX_CTX} tokens, got {ctx}")
     if not 1 <= parallel <= 1024:
@@ -234,22 +236,25 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
     context = ctx or workingset.default_context(framework_name, res.arch.context, vram)
     multiplier = workingset.overhead_multiplier(framework_name, _overrides(settings))
 
-    def run(q: Quant, tokens: int) -> workingset.WorkingSet:
+    def run(q: Quant, tokens: int, target: Memory = mem) -> workingset.WorkingSet:
         if q == res.quant:
             weights, repack = res.weights_bytes, res.repack_bytes
         else:
             weights, repack = weight_bytes(res.arch, q, group_size=res.group_size), _repack_bytes(res.arch, q)
         plan = workingset.Plan(
             arch=res.arch, weights_bytes=weights, framework=framework_name, ctx=tokens, kv_dtype=kv,
-            parallel=parallel, device=mem.device, multiplier=multiplier,
-            repack_bytes=repack if mem.device == "cpu" and framework_name in ("llama_cpp", "ollama") else 0,
-            device_total_mb=mem.device_total_mb, gpu_memory_utilization=gpu_memory_utilization)
+            parallel=parallel, device=target.device, multiplier=multiplier,
+            repack_bytes=repack if target.device == "cpu" and framework_name in ("llama_cpp", "ollama") else 0,
+            device_total_mb=target.device_total_mb, gpu_memory_utilization=gpu_memory_utilization)
         return workingset.compute(plan)
+
+    def fits_in(w: workingset.WorkingSet, available: int) -> bool:
+        return w.total_mb <= available and w.min_total_mb <= (w.claim_mb or w.min_total_mb)
 
     ws = run(res.quant, context)
     allocated_mb = 0 if mem.planned else allocated_mb  # another machine: nothing registered here holds it
-    reserve, available = available_mb(settings, mem, allocated_mb)
-    fits = ws.total_mb <= available and ws.min_total_mb <= (ws.claim_mb or ws.min_total_mb)
+    reserve, available = available_mb(settings, mem, allocated_mb, engine_reserves=ws.claim_mb is not None)
+    fits = fits_in(ws, available)
 
     def evaluator(label: str | None, tokens: int) -> tuple[int, int]:
         q = res.quant if label is None else _for_engine(quant_from_label(label), framework_name)
@@ -287,9 +292,21 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
                       f"(gpu_memory_utilization x device memory)")
         if not grounded:
             detail += f" (generic {res.arch.name} shape: pass a GGUF file or a known model name for exact figures)"
-    return {"working_set": working_set, "fits": fits, "reason": None if fits else REASON, "detail": detail,
-            "context_tokens": context, "kv_dtype": kv, "architecture": _architecture_dict(res),
-            "alternatives": [a.to_dict() for a in alternatives]}
+    out: dict[str, Any] = {
+        "working_set": working_set, "fits": fits, "reason": None if fits else REASON, "detail": detail,
+        "context_tokens": context, "kv_dtype": kv, "architecture": _architecture_dict(res),
+        "alternatives": [a.to_dict() for a in alternatives],
+    }
+    if machines:
+        fits_on: list[dict[str, Any]] = []
+        for gb in COMMON_MACHINES_GB:
+            target = given_memory(gb * 1024, framework_name, planned=True)
+            w = run(res.quant, context, target)
+            room = available_mb(settings, target, 0, engine_reserves=w.claim_mb is not None)[1]
+            fits_on.append({"memory_gb": gb, "device": target.device, "total_mb": w.total_mb,
+                            "available_mb": room, "fits": fits_in(w, room)})
+        out["fits_on"] = fits_on
+    return out
 
 
 def _engine_reads(framework: str, label: str) -> bool:

@@ -40,7 +40,7 @@ def _apple_limit(ram_mb: int) -> int:
     return apple_wired_limit_mb(ram_mb, None)[0]
 
 
-def _given(ram_mb: int, framework: str, *, planned: bool) -> Memory:
+def given_memory(ram_mb: int, framework: str, *, planned: bool) -> Memory:
     """A machine known only by its RAM: MLX plans for a Mac (the default wired limit), vLLM/SGLang for a GPU of
     that size, everything else for RAM (the README's Candle example: 8 GB -> 6144 MB after reserve)."""
     if framework == "mlx":
@@ -54,9 +54,9 @@ def machine_memory(settings: Settings, ram_mb: int | None, framework: str) -> Me
     if ram_mb is not None:
         if ram_mb <= 0:
             raise UsageError(f"--ram-mb must be a positive number of MB, got {ram_mb}")
-        return _given(ram_mb, framework, planned=True)
+        return given_memory(ram_mb, framework, planned=True)
     if settings.physical_ram_mb:
-        return _given(settings.physical_ram_mb, framework, planned=False)
+        return given_memory(settings.physical_ram_mb, framework, planned=False)
     from fleet_watch.probes.machine import detect_memory
 
     mem = detect_memory()
@@ -87,9 +87,15 @@ def reserve_mb(settings: Settings, mem: Memory) -> int:
     return fit.effective_reserve_mb(mem.limit_mb, configured)
 
 
-def available_mb(settings: Settings, mem: Memory, allocated_mb: int) -> tuple[int, int]:
-    """(reserve, available): limit - reserve - allocated, and never more than NVIDIA reports free."""
-    reserve = reserve_mb(settings, mem)
+def available_mb(settings: Settings, mem: Memory, allocated_mb: int, *, engine_reserves: bool = False
+                 ) -> tuple[int, int]:
+    """(reserve, available): limit - reserve - allocated, and never more than NVIDIA reports free.
+
+    ``engine_reserves``: the engine claims a fraction of the device itself (vLLM/SGLang's
+    ``gpu_memory_utilization``, which leaves the rest free), so no reserve is taken on top of it: with the default
+    eighth, vLLM's 0.9 of an 80 GB GPU could never fit.
+    """
+    reserve = 0 if engine_reserves else reserve_mb(settings, mem)
     available = mem.limit_mb - reserve - allocated_mb
     if mem.free_mb is not None:
         available = min(available, mem.free_mb)
