@@ -81,6 +81,12 @@ def default_reserve_mb(total_mb: int) -> int:
     return max(0, min(max(2048, total_mb // 8), 16384, total_mb // 2))
 
 
+def vram_reserve_mb(total_mb: int) -> int:
+    """Dedicated NVIDIA memory: a twentieth, at least 512 MB, never more than half. Nothing but CUDA contexts
+    lives there, and vLLM's default ``gpu_memory_utilization`` of 0.9 must fit (an eighth would refuse it)."""
+    return max(0, min(max(512, total_mb // 20), total_mb // 2))
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The validated configuration. ``raw`` is the merged document, as written to ``config.json``."""
@@ -191,9 +197,11 @@ def load_settings(home: Path, detect_total_mb: Callable[[], Detected]) -> Settin
         ensure_home(home)
         detected_total, devices = _split(detect_total_mb())
         document = default_document(_positive_int(detected_total, "gpu_total_mb (detected)"))
+        if devices:  # the pool is NVIDIA VRAM
+            document["gpu_reserve_mb"] = vram_reserve_mb(document["gpu_total_mb"])
         if len(devices) > 1:  # one budget per device; with one device or none the single pool is enough
             document["gpu_devices"] = {
-                index: {"total_mb": mb, "reserve_mb": default_reserve_mb(mb)} for index, mb in devices.items()
+                index: {"total_mb": mb, "reserve_mb": vram_reserve_mb(mb)} for index, mb in devices.items()
             }
         try:
             write_json_atomic(path, document)
@@ -208,12 +216,14 @@ def load_settings(home: Path, detect_total_mb: Callable[[], Detected]) -> Settin
     if not isinstance(user, dict):
         raise ConfigError(f"{path} must hold a JSON object, not {type(user).__name__}")
     total = user.get("gpu_total_mb")
+    vram = False
     if total is None:
-        total = _split(detect_total_mb())[0]
+        total, detected_devices = _split(detect_total_mb())
+        vram = bool(detected_devices)
     merged = merge(default_document(total if _is_int(total) and total > 0 else 1), user)
     merged["gpu_total_mb"] = total
     if "gpu_reserve_mb" not in user and _is_int(total) and total > 0:
-        merged["gpu_reserve_mb"] = default_reserve_mb(total)
+        merged["gpu_reserve_mb"] = vram_reserve_mb(total) if vram else default_reserve_mb(total)
     return _validate(home, merged)
 
 
@@ -336,7 +346,7 @@ def _validate_devices(value: object) -> dict[str, tuple[int, int]]:
         if not isinstance(budget, dict):
             raise ConfigError(f"config key {where!r} must be an object with total_mb and reserve_mb")
         total = _positive_int(budget.get("total_mb"), f"{where}.total_mb")
-        reserve = budget.get("reserve_mb", default_reserve_mb(total))
+        reserve = budget.get("reserve_mb", vram_reserve_mb(total))
         if not _is_int(reserve) or not 0 <= reserve < total:
             raise ConfigError(f"config key '{where}.reserve_mb' must be an integer >= 0 and below total_mb")
         out[str(int(index))] = (total, reserve)

@@ -23,10 +23,22 @@ def two_gpus(fleet_home: Path) -> Path:
 def test_first_run_writes_one_budget_per_detected_device(tmp_path: Path) -> None:
     # Detection is the NVML boundary; here it reports what a two-GPU host would.
     settings = load_settings(tmp_path, lambda: (163840, {"0": 81920, "1": 81920}))
-    assert settings.gpu_devices == {"0": (81920, 10240), "1": (81920, 10240)}
+    assert settings.gpu_devices == {"0": (81920, 4096), "1": (81920, 4096)}  # VRAM keeps a twentieth back
     assert json.loads((tmp_path / "config.json").read_text())["gpu_devices"]["1"]["total_mb"] == 81920
     single = load_settings(tmp_path / "one", lambda: (81920, {"0": 81920}))
     assert single.gpu_devices == {}
+    assert single.gpu_reserve_mb == 4096
+
+
+def test_vllm_default_claim_fits_a_detected_80gb_gpu(tmp_path: Path) -> None:
+    """vLLM takes 0.9 of the device: the default VRAM reserve must leave room for it (an eighth would not)."""
+    from fleet_watch.models import GpuBudget
+
+    settings = load_settings(tmp_path, lambda: (81559, {"0": 81559}))
+    budget = GpuBudget(total_mb=settings.gpu_total_mb, reserve_mb=settings.gpu_reserve_mb, allocated_mb=0)
+    assert budget.available_mb >= int(0.9 * 81559)
+    no_gpu = load_settings(tmp_path / "ram", lambda: 131072)
+    assert no_gpu.gpu_reserve_mb == 16384  # unified memory / RAM keeps the README's reserve
 
 
 def test_device_claims_respect_the_device_budget(fleet, two_gpus: Path, children: Children) -> None:
