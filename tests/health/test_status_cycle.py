@@ -51,3 +51,14 @@ def test_a_damaged_snapshot_is_ignored_not_fatal(fleet: Any, fleet_home: Path) -
     doc = fleet("status", "--json").json()
     assert (doc["sessions"], doc["idle_processes"]) == ([], [{"pid": 5}])
     assert doc["system_memory"]["pageouts_per_sec"] is None
+
+
+def test_every_cycle_writes_state_json_for_agents_without_the_cli(fleet: Any, fleet_home: Path,
+                                                                   servers: Servers) -> None:
+    server = servers.program("ollama", "serve", "--port", "0")
+    assert fleet("discover").returncode == 0
+    state = json.loads((fleet_home / "state.json").read_text())
+    assert (fleet_home / "state.json").stat().st_mode & 0o077 == 0
+    assert set(state) == set(fleet("status", "--json").json())
+    assert [p["pid"] for p in state["processes"]] == [server.pid]
+    assert state["gpu_memory_monitor"]["generated_utc"]

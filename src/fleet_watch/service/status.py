@@ -10,11 +10,24 @@ from __future__ import annotations
 from typing import Any
 
 from fleet_watch.clock import iso_utc
+from fleet_watch.config import write_json_atomic
+from fleet_watch.errors import DatabaseError
 from fleet_watch.reports.state import build_state
 from fleet_watch.service import snapshot as snapshots
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import snapshot
+
+STATE_FILE = "state.json"
+
+
+def write_state(fleet: Fleet) -> None:
+    """``state.json``, the fallback artifact for agents without the CLI: rewritten (atomically) every cycle."""
+    path = fleet.settings.home / STATE_FILE
+    try:
+        write_json_atomic(path, gather_state(fleet))
+    except OSError as err:
+        raise DatabaseError(f"cannot write {path}: {err.strerror}") from err
 
 
 def gather_state(fleet: Fleet) -> dict[str, Any]:

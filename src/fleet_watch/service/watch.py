@@ -18,6 +18,7 @@ from fleet_watch.service.discovery import CycleResult, Discovery
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.service.health import Sample, cpu_rates, idle_view, monitor_after_cycle, sessions_view
 from fleet_watch.service.snapshot import save_cycle
+from fleet_watch.service.status import write_state
 
 T = TypeVar("T")
 
@@ -89,6 +90,7 @@ class Watcher:
                 tick.idle = idle_view(disc, snap, cpu)  # idle needs a CPU rate: nothing to say on the first tick
             tick.sessions = sessions_view(disc, snap, cpu)
             save_cycle(self.fleet.settings.home, tick.monitor, sessions=tick.sessions, idle=tick.idle)
+            write_state(self.fleet)
             self.previous = current
         except FleetError as err:
             if raise_errors:
