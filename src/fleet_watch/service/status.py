@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fleet_watch.clock import iso_utc
 from fleet_watch.config import write_json_atomic
 from fleet_watch.errors import DatabaseError
+from fleet_watch.models import START_TIME_TOLERANCE_S, ProcessRecord
 from fleet_watch.reports.state import build_state
 from fleet_watch.service import snapshot as snapshots
 from fleet_watch.service.fleet import Fleet
@@ -21,29 +23,51 @@ from fleet_watch.store.connection import snapshot
 STATE_FILE = "state.json"
 
 
-def write_state(fleet: Fleet) -> None:
-    """``state.json``, the fallback artifact for agents without the CLI: rewritten (atomically) every cycle."""
+def alive_in(index: Mapping[int, Any]) -> Callable[[ProcessRecord], bool | None]:
+    """Liveness from a process table just scanned (``probes.scan.ProcInfo`` by PID); None where it could not tell."""
+    def alive(rec: ProcessRecord) -> bool | None:
+        proc = index.get(rec.pid)
+        if proc is None:
+            return False
+        if proc.start_time is None:
+            return None
+        return not proc.is_zombie and abs(proc.start_time - rec.start_time) <= START_TIME_TOLERANCE_S
+    return alive
+
+
+def write_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | None] | None = None,
+                cycle: Mapping[str, Any] | None = None) -> None:
+    """``state.json``, the fallback artifact for agents without the CLI: rewritten (atomically) every cycle.
+    A discovery cycle passes what it already knows (its process table, its snapshot) instead of reading it again.
+    """
     path = fleet.settings.home / STATE_FILE
     try:
-        write_json_atomic(path, gather_state(fleet))
+        write_json_atomic(path, gather_state(fleet, is_alive=is_alive, cycle=cycle))
     except OSError as err:
         raise DatabaseError(f"cannot write {path}: {err.strerror}") from err
 
 
-def gather_state(fleet: Fleet) -> dict[str, Any]:
+def gather_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | None] | None = None,
+                 cycle: Mapping[str, Any] | None = None) -> dict[str, Any]:
     now = fleet.clock.now()
     with snapshot(fleet.conn):
         records = registry.list_records(fleet.conn)
         budget = fleet._budget(None)
         recent = audit.query(fleet.conn, since=iso_utc(now - 3600), limit=20)
         conflicts = audit.count(fleet.conn, event_type="CONFLICT", since=iso_utc(now - 86400))
-    alive = {r.record_id: fleet.death_reason(r.pid, r.start_time) is None for r in records}
+    alive: dict[int, bool | None] = {
+        r.record_id: fleet.death_reason(r.pid, r.start_time) is None if is_alive is None else is_alive(r)
+        for r in records}
     occupied = {p for r in records for p in r.ports}
-    cycle = snapshots.load_monitor(fleet.settings.home)
+    if cycle is None:
+        cycle = snapshots.load_monitor(fleet.settings.home)
+        memory = snapshots.current_memory(fleet.settings, cycle, now)
+    else:
+        memory = cycle.get("memory") or snapshots.current_memory(fleet.settings, None, now)
     return build_state(
         now=now, records=records, alive=alive, budget=budget, preferred_ports=fleet.settings.preferred_ports,
         safe_ports=fleet.free_ports(None, occupied), recent_events=recent, conflicts_24h=conflicts,
-        system_memory=snapshots.current_memory(fleet.settings, cycle, now),
+        system_memory=memory,
         sessions=snapshots.listed(cycle, "sessions"), idle=snapshots.listed(cycle, "idle"),
         gpu_memory_monitor=snapshots.monitor_of(cycle),
     )

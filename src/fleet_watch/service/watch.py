@@ -18,7 +18,7 @@ from fleet_watch.service.discovery import CycleResult, Discovery
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.service.health import Sample, cpu_rates, idle_view, monitor_after_cycle, sessions_view
 from fleet_watch.service.snapshot import save_cycle
-from fleet_watch.service.status import write_state
+from fleet_watch.service.status import alive_in, write_state
 
 T = TypeVar("T")
 
@@ -90,7 +90,8 @@ class Watcher:
                 tick.idle = idle_view(disc, snap, cpu)  # idle needs a CPU rate: nothing to say on the first tick
             tick.sessions = sessions_view(disc, snap, cpu)
             save_cycle(self.fleet.settings.home, tick.monitor, sessions=tick.sessions, idle=tick.idle)
-            write_state(self.fleet)
+            write_state(self.fleet, is_alive=alive_in(snap.index),
+                        cycle={**tick.monitor, "sessions": tick.sessions, "idle": tick.idle})
             self.previous = current
         except FleetError as err:
             if raise_errors:
