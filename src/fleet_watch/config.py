@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from fleet_watch import jsonio
 from fleet_watch.errors import ConfigError
 
 HOME_ENV = "FLEET_WATCH_HOME"
@@ -187,9 +188,11 @@ def load_settings(home: Path, detect_total_mb: Callable[[], Detected]) -> Settin
     """
     path = home / CONFIG_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        text: str | None = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         text = None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from err
 
@@ -210,9 +213,9 @@ def load_settings(home: Path, detect_total_mb: Callable[[], Detected]) -> Settin
         return _validate(home, document)
 
     try:
-        user = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
+        user = jsonio.loads(text)
+    except jsonio.BadJson as err:
+        raise ConfigError(f"{path}: {err}") from err
     if not isinstance(user, dict):
         raise ConfigError(f"{path} must hold a JSON object, not {type(user).__name__}")
     total = user.get("gpu_total_mb")
@@ -299,8 +302,9 @@ def _validate(home: Path, doc: dict[str, Any]) -> Settings:
         _regex(pat, f"idle_patterns[{i}]")
 
     threshold = doc.get("idle_cpu_threshold")
-    if not _is_number(threshold) or threshold < 0:
-        raise ConfigError(f"config key 'idle_cpu_threshold' must be a number >= 0, got {threshold!r}")
+    if not _is_number(threshold) or not 0 <= threshold <= 100_000:
+        raise ConfigError(f"config key 'idle_cpu_threshold' must be a number from 0 to 100000 (percent of a core), "
+                          f"got {threshold!r}")
 
     pressure = doc.get("pressure_thresholds")
     if not isinstance(pressure, dict):
@@ -319,8 +323,9 @@ def _validate(home: Path, doc: dict[str, Any]) -> Settings:
     if not isinstance(overhead, dict):
         raise ConfigError("config key 'gpu_estimator.framework_overhead' must be an object")
     for name, mult in overhead.items():
-        if not _is_number(mult) or mult < 1.0:
-            raise ConfigError(f"config key 'gpu_estimator.framework_overhead.{name}' must be a number >= 1.0")
+        if not _is_number(mult) or not 1.0 <= mult <= 100.0:
+            raise ConfigError(f"config key 'gpu_estimator.framework_overhead.{name}' must be a number from 1.0 "
+                              "to 100.0")
 
     devices = _validate_devices(doc.get("gpu_devices", {}))
     return Settings(
@@ -341,7 +346,7 @@ def _validate_devices(value: object) -> dict[str, tuple[int, int]]:
     out: dict[str, tuple[int, int]] = {}
     for index, budget in value.items():
         where = f"gpu_devices.{index}"
-        if not str(index).isdigit():
+        if not (str(index).isascii() and str(index).isdigit()) or len(str(index)) > 4:
             raise ConfigError(f"config key {where!r}: device index must be a non-negative integer")
         if not isinstance(budget, dict):
             raise ConfigError(f"config key {where!r} must be an object with total_mb and reserve_mb")

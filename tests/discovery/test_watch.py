@@ -58,8 +58,9 @@ def test_watch_stops_cleanly_on_signal(fleet_home: Path, servers: Servers, child
     assert server.poll() is None
 
 
-def test_watch_rejects_a_bad_interval(fleet: Any) -> None:
-    out = fleet("watch", "--interval", "0")
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "1e-320", "0.01", "86401", "abc"])
+def test_watch_rejects_a_bad_interval(fleet: Any, interval: str) -> None:
+    out = fleet("watch", "--interval", interval, "--max-ticks", "2")
     assert out.returncode == 2
     assert "--interval" in out.stderr
 

@@ -169,3 +169,30 @@ def test_vllm_fits_an_80gb_gpu_its_utilization_is_its_reserve(fleet: Any) -> Non
     ws = out.json()["checks"]["gpu"]["working_set"]
     assert ws["fits"] is True, ws
     assert (ws["total_mb"], ws["reserve_mb"], ws["available_after_reserve_mb"]) == (int(0.9 * 81920), 0, 81920)
+
+
+def test_the_gpu_flag_does_not_change_the_working_set(fleet: Any, fleet_home: Path, children: Children) -> None:
+    config = json.loads((fleet_home / "config.json").read_text())
+    (fleet_home / "config.json").write_text(json.dumps({**config, "physical_ram_mb": 24576}))
+    live, dead = children.sleeper(), children.sleeper()
+    for proc, mb in ((live, "5000"), (dead, "4000")):
+        assert fleet("register", "--pid", str(proc.pid), "--name", "w", "--workstream", "w",
+                     "--gpu", mb).returncode == 0
+    dead.kill()
+    dead.wait()
+    args = ("--model", "0.5B", "--framework", "llama_cpp", "--ctx", "4096")
+    small = guard_json(fleet, "--gpu", "100", *args)[1]["checks"]["gpu"]
+    large = guard_json(fleet, "--gpu", "60000", *args)[1]["checks"]["gpu"]  # the ledger prunes the dead claim
+    est = fleet("estimate", *args, "--json").json()["working_set"]
+    strip = ("requested_mb",)
+    assert {k: v for k, v in small["working_set"].items() if k not in strip} == est
+    assert {k: v for k, v in large["working_set"].items() if k not in strip} == est
+    assert (small["working_set"]["requested_mb"], large["working_set"]["requested_mb"]) == (100, 60000)
+
+
+def test_guard_errors_keep_the_contract_keys(fleet: Any) -> None:
+    out = fleet("guard", "--model", "qwen2.5-7B", "--ctx", "0", "--json")
+    doc = out.json()
+    assert out.returncode == 2
+    assert {"allowed", "request", "checks", "state"} <= set(doc)
+    assert (doc["allowed"], doc["checks"]) == (False, {})

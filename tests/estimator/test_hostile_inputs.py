@@ -4,6 +4,8 @@ none is a traceback, a hang, or a tiny made-up model that lets the guard allow."
 from __future__ import annotations
 
 import json
+import os
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -208,3 +210,52 @@ def test_detected_apple_memory_is_the_wired_limit(monkeypatch: pytest.MonkeyPatc
     mem = memory_target.machine_memory(settings(ram_mb=None, reserve_mb=4096), None, "mlx")
     assert (mem.device, mem.limit_mb, mem.origin) == ("apple", 21845, "apple_wired_limit")
     assert memory_target.reserve_mb(settings(ram_mb=None, reserve_mb=4096), mem) == 0
+
+
+def test_a_fifo_is_refused_not_waited_on(fleet: Any, tmp_path: Path, servers: Any) -> None:
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    out = fleet("estimate", "--model", str(fifo), "--json", timeout=20)
+    assert out.returncode == 2
+    assert "not a regular file" in out.json()["reason"]
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(QWEN_CONFIG))
+    os.mkfifo(folder / "model.safetensors")
+    assert fleet("estimate", "--model", str(folder), "--json", timeout=20).returncode == 2
+    # A server whose command line names the FIFO must not freeze discovery either.
+    servers.program("llama-server", "-m", str(fifo), "--port", "0")
+    assert fleet("discover", "--json", timeout=30).returncode == 0
+
+
+def test_deeply_nested_json_in_a_model_folder_is_a_usage_error(fleet: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    out = fleet("estimate", "--model", str(folder), "--json")
+    assert out.returncode == 2
+    assert "nested too deeply" in out.json()["reason"]
+
+
+def _gguf_with_counts(path: Path, n_tensors: int, n_kv: int, body: bytes = b"") -> None:
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + body)
+
+
+def test_hostile_gguf_counts_are_refused_quickly(tmp_path: Path) -> None:
+    key = b"tokenizer.ggml.tokens"
+    huge_array = struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 8, 1 << 28)
+    cases = [(tmp_path / "kv.gguf", 0, (1 << 24) - 1, b""), (tmp_path / "arr.gguf", 0, 1, huge_array)]
+    for path, n_tensors, n_kv, body in cases:
+        _gguf_with_counts(path, n_tensors, n_kv, body)
+        with path.open("r+b") as fh:
+            fh.truncate(300 * 1024 * 1024)  # sparse zeros: every count "fits" in the file
+        start = time.perf_counter()
+        with pytest.raises(UsageError):
+            read_gguf(path)
+        assert time.perf_counter() - start < 2.0, path.name
+
+
+@pytest.mark.parametrize(("size", "params_b"), [("1T", 1000), ("1.5t", 1500)])
+def test_trillions_as_a_bare_size(size: str, params_b: float) -> None:
+    arch = evaluate(settings(), framework="llama_cpp", model=size)["architecture"]
+    assert abs(arch["params"] / 1e9 - params_b) / params_b < 0.01

@@ -67,6 +67,9 @@ def test_user_file_is_merged_over_defaults(tmp_path: Path) -> None:
         ({"pressure_thresholds": {"elevated": 90, "critical": 80}}, "pressure_thresholds"),
         ({"gpu_estimator": {"framework_overhead": {"candle": "big"}}}, "framework_overhead.candle"),
         ({"physical_ram_mb": 0}, "physical_ram_mb"),
+        ({"gpu_estimator": {"framework_overhead": {"candle": 1e308}}}, "framework_overhead.candle"),
+        ({"idle_cpu_threshold": 1e300}, "idle_cpu_threshold"),
+        ({"gpu_devices": {"\u00b2": {"total_mb": 1024}}}, "gpu_devices"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, document: dict[str, object], key: str) -> None:
@@ -82,6 +85,21 @@ def test_invalid_json_is_an_error_not_a_fallback(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="JSON object"):
         load_settings(tmp_path, lambda: 65536)
+
+
+@pytest.mark.parametrize(("raw", "needle"), [
+    (b'{"gpu_estimator": {"framework_overhead": {"candle": NaN}}}', "NaN is not a JSON number"),
+    (b'{"idle_cpu_threshold": Infinity}', "Infinity is not a JSON number"),
+    (b'{"gpu_total_mb": 1e400}', "out of range"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"a": "\xff"}', "not UTF-8"),
+])
+def test_json_that_only_python_accepts_is_a_config_error(tmp_path: Path, raw: bytes, needle: str) -> None:
+    tmp_path.chmod(0o700)
+    (tmp_path / "config.json").write_bytes(raw)
+    result = run_fleet("status", "--json", home=tmp_path)
+    assert result.returncode == 4, result.stdout
+    assert needle in json.loads(result.stdout)["reason"]
 
 
 def test_bad_config_is_exit_4_with_one_line(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.discovery.servers import Servers
 
 MEMORY_KEYS = {"total_mb", "available_mb", "used_mb", "pressure_pct", "pressure_label", "pageouts", "swapins",
@@ -41,16 +43,26 @@ def test_status_reports_the_last_watch_cycle(fleet: Any, fleet_home: Path, serve
     assert doc["system_memory"]["pageouts_per_sec"] is not None  # a rate since that cycle
 
 
-def test_a_damaged_snapshot_is_ignored_not_fatal(fleet: Any, fleet_home: Path) -> None:
-    (fleet_home / "gpu_memory_monitor.json").write_text('{"sessions": "nope", "idle": [1, {"pid": 5}], "timesta')
+@pytest.mark.parametrize("text", [
+    '{"sessions": "nope", "idle": [1, {"pid": 5}], "timesta',
+    '{"sessions": "nope", "idle": [1, {"pid": 5}], "timestamp_s": "x", "memory_counters": {"pageouts": "y"}}',
+    '{"alerts": "x", "gpu_process_footprints": 7}',
+    '{"sessions": [{"pid": "x"}]}',
+    '{"memory_counters": {"pageouts": 1}, "timestamp_s": NaN}',
+    '{"memory_counters": {"pageouts": 1e400}, "timestamp_s": 1}',
+    "[" * 100_000 + "]" * 100_000,
+    '{"a": "\udcff"}',
+])
+def test_a_damaged_snapshot_is_ignored_whole_not_fatal(fleet: Any, fleet_home: Path, text: str) -> None:
+    (fleet_home / "gpu_memory_monitor.json").write_text(text, errors="surrogateescape")
     out = fleet("status", "--json")
-    assert out.returncode == 0
-    assert out.json()["gpu_memory_monitor"] is None
-    (fleet_home / "gpu_memory_monitor.json").write_text('{"sessions": "nope", "idle": [1, {"pid": 5}],'
-                                                         ' "timestamp_s": "x", "memory_counters": {"pageouts": "y"}}')
-    doc = fleet("status", "--json").json()
-    assert (doc["sessions"], doc["idle_processes"]) == ([], [{"pid": 5}])
+    assert out.returncode == 0, out.stdout
+    doc = out.json()  # strict: NaN or Infinity would not parse as JSON everywhere
+    assert "NaN" not in out.stdout
+    assert "Infinity" not in out.stdout
+    assert (doc["sessions"], doc["idle_processes"], doc["gpu_memory_monitor"]) == ([], [], None)
     assert doc["system_memory"]["pageouts_per_sec"] is None
+    assert fleet("discover", "--json").returncode == 0  # and the next cycle rewrites it
 
 
 def test_every_cycle_writes_state_json_for_agents_without_the_cli(fleet: Any, fleet_home: Path,

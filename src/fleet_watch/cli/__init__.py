@@ -61,15 +61,19 @@ def cli(debug: bool) -> None:
     """Fleet Watch: process governance for AI workloads on a single machine."""
 
 
-def _error_payload(kind: str, message: str, code: int) -> dict[str, Any]:
-    return {"allowed": False, "reason": message, "error": kind, "exit_code": code}
+def _error_payload(kind: str, message: str, code: int, command: str | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"allowed": False, "reason": message, "error": kind, "exit_code": code}
+    if command in ("guard", "check"):
+        # The contract's keys too, so that an agent reading doc["checks"] fails closed instead of crashing.
+        doc.update(request=None, checks={}, state=None)
+    return doc
 
 
-def _report(message: str, kind: str, code: int, as_json: bool) -> int:
+def _report(message: str, kind: str, code: int, as_json: bool, command: str | None = None) -> int:
     if as_json:
         from fleet_watch.cli.output import emit_json
 
-        emit_json(_error_payload(kind, message, code))
+        emit_json(_error_payload(kind, message, code, command))
     else:
         click.echo(f"Error: {message}", err=True)
     return code
@@ -79,10 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args
     debug = "--debug" in args or os.environ.get("FLEET_WATCH_DEBUG") == "1"
+    command = next((a for a in args if not a.startswith("-")), None)
     try:
         result = cli.main(args=args, prog_name="fleet", standalone_mode=False)
     except FleetError as err:
-        return _report(err.message, err.kind, int(err.exit_code), as_json)
+        return _report(err.message, err.kind, int(err.exit_code), as_json, command)
     except click.exceptions.NoArgsIsHelpError as err:
         click.echo(err.ctx.get_help() if err.ctx else "", err=True)
         return int(ExitCode.USAGE)
@@ -90,11 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.format_message().splitlines()[0] if err.format_message() else "usage error"
         if err.ctx is not None and not as_json:
             click.echo(err.ctx.get_usage(), err=True)
-        return _report(message, "usage_error", int(ExitCode.USAGE), as_json)
+        return _report(message, "usage_error", int(ExitCode.USAGE), as_json, command)
     except click.Abort:
-        return _report("aborted", "aborted", 130, as_json)
+        return _report("aborted", "aborted", 130, as_json, command)
     except click.ClickException as err:
-        return _report(err.format_message(), "error", err.exit_code, as_json)
+        return _report(err.format_message(), "error", err.exit_code, as_json, command)
     except click.exceptions.Exit as err:
         return int(err.exit_code)
     except KeyboardInterrupt:
@@ -107,5 +112,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         return _report(f"internal error: {type(err).__name__}: {err} (run with --debug for details)",
-                       "internal_error", int(ExitCode.INTERNAL), as_json)
+                       "internal_error", int(ExitCode.INTERNAL), as_json, command)
     return int(result) if isinstance(result, int) else 0

@@ -13,6 +13,8 @@ import click
 from fleet_watch.cli.context import open_fleet
 from fleet_watch.errors import UsageError
 
+MIN_INTERVAL_S = 0.05  # a scan takes longer than this anyway; below it the schedule is meaningless
+
 
 @click.command()
 @click.option("--interval", type=float, default=60.0, show_default=True, help="Seconds between cycles.")
@@ -23,8 +25,8 @@ def watch(interval: float, as_json: bool, max_ticks: int | None) -> int:
     from fleet_watch.cli.discover import describe
     from fleet_watch.service.watch import Tick, Watcher, run_watch
 
-    if not 0 < interval <= 86400:
-        raise UsageError(f"--interval must be greater than 0 and at most 86400 seconds, got {interval}")
+    if not MIN_INTERVAL_S <= interval <= 86400:
+        raise UsageError(f"--interval must be from {MIN_INTERVAL_S} to 86400 seconds, got {interval}")
     if max_ticks is not None and max_ticks < 1:
         raise UsageError("--max-ticks must be at least 1")
     stop = threading.Event()

@@ -122,7 +122,7 @@ def with_working_set(ledger: dict[str, Any], estimate: dict[str, Any]) -> dict[s
     """The GPU check with the model's working set: a working set that does not fit the machine denies, whatever the
     ledger says (``reason`` becomes ``working_set_exceeds_physical_ram``); an unknown model (``fits`` None) does not.
     """
-    ws = estimate["working_set"]
+    ws = {**estimate["working_set"], "requested_mb": ledger["requested_mb"]}  # the claim the ledger was asked for
     out = {**ledger, "working_set": ws}
     if estimate["fits"] is False:
         detail = str(estimate["detail"])

@@ -30,7 +30,11 @@ GGML_TYPE_NAMES: dict[int, str] = {
 _STRING, _ARRAY = 8, 9
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 MAX_ARRAY_KEPT = 4096  # longer arrays (vocabulary, merges, scores) are skipped: None in the metadata
-_MAX_COUNT = 1 << 24  # tensors or metadata entries; real files have a few thousand
+# Bounds far above real files (tens of metadata entries, a few thousand tensors, vocabularies of 262,144 and merge
+# lists of ~500,000), so that a hostile header cannot make the walk take seconds: every element costs a step.
+_MAX_KV = 1 << 16
+_MAX_TENSORS = 1 << 18
+_MAX_STRINGS = 1 << 21
 _MAX_DIMS = 8
 
 
@@ -62,6 +66,12 @@ class GgufHeader:
 class _Cursor:
     def __init__(self, buf: mmap.mmap, order: str) -> None:
         self.buf, self.order, self.pos = buf, order, 0
+        self.strings_left = 2 * _MAX_STRINGS  # over the whole header, not per array
+
+    def spend(self, count: int) -> None:
+        self.strings_left -= count
+        if self.strings_left < 0:
+            raise GgufError(f"the header holds more than {2 * _MAX_STRINGS} strings")
 
     def take(self, fmt: str) -> Any:
         st = struct.Struct(self.order + fmt)
@@ -99,6 +109,9 @@ class _Cursor:
             if count > len(self.buf):
                 raise GgufError(f"an array claims {count} elements, more than the file has bytes")
             if etype == _STRING:
+                if count > _MAX_STRINGS:
+                    raise GgufError(f"a string array claims {count} elements (at most {_MAX_STRINGS})")
+                self.spend(count)
                 if count > MAX_ARRAY_KEPT:
                     self.skip_strings(count)
                     return None
@@ -138,7 +151,7 @@ def read_header(path: Path) -> GgufHeader:
         if version not in (2, 3):
             raise GgufError(f"GGUF version {version} is not supported (2 and 3 are)")
         n_tensors, n_kv = cur.take("Q"), cur.take("Q")
-        if n_tensors > _MAX_COUNT or n_kv > _MAX_COUNT:
+        if n_tensors > _MAX_TENSORS or n_kv > _MAX_KV:
             raise GgufError(f"implausible counts: {n_tensors} tensors, {n_kv} metadata entries")
         metadata: dict[str, Any] = {}
         for _ in range(n_kv):

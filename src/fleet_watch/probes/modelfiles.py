@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
-import json
 import re
+import stat
 import struct
 from collections import Counter
 from collections.abc import Mapping
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet_watch import jsonio
 from fleet_watch.core.estimator.arch import Architecture
 from fleet_watch.core.estimator.formats import (
     GGUF_FILE_TYPES,
@@ -74,7 +75,7 @@ def read_gguf(path: Path) -> ModelFile:
     repack = 0
     for shard in _gguf_shards(path):
         try:
-            header = read_header(shard)
+            header = read_header(regular_file(shard))
         except GgufError as err:
             raise UsageError(f"{shard}: not a readable GGUF file ({err})") from err
         except OSError as err:
@@ -101,18 +102,31 @@ def read_gguf(path: Path) -> ModelFile:
     return ModelFile(arch, total, quant, "gguf_header", str(path), dict(by_type), repack)
 
 
+def regular_file(path: Path) -> Path:
+    """``path`` if it is a regular file: a FIFO, socket or device would block or stream forever."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read ({err.strerror})") from err
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{path}: not a regular file")
+    return path
+
+
 def read_safetensors_header(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
+        with regular_file(path).open("rb") as fh:
             raw = fh.read(8)
             if len(raw) != 8:
                 raise UsageError(f"{path}: truncated safetensors file")
             (length,) = struct.unpack("<Q", raw)
             if length > MAX_SAFETENSORS_HEADER:
                 raise UsageError(f"{path}: safetensors header of {length} bytes is implausible")
-            header = json.loads(fh.read(length))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UsageError(f"{path}: not a readable safetensors file ({err})") from err
+            header = jsonio.loads(fh.read(length))
+    except jsonio.BadJson as err:
+        raise UsageError(f"{path}: safetensors header is {err}") from err
+    except OSError as err:
+        raise UsageError(f"{path}: not a readable safetensors file ({err.strerror or err})") from err
     if not isinstance(header, dict):
         raise UsageError(f"{path}: safetensors header is not an object")
     return header
@@ -140,9 +154,11 @@ def safetensors_bytes(folder: Path) -> int | None:
 def read_hf_folder(folder: Path, *, model_source: str = "hf_folder") -> ModelFile:
     """Shapes from ``config.json``; weights from the safetensors headers (computed from the shape if absent)."""
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UsageError(f"{folder}: config.json is missing or not valid JSON ({err})") from err
+        config = jsonio.loads(regular_file(folder / "config.json").read_bytes())
+    except jsonio.BadJson as err:
+        raise UsageError(f"{folder}: config.json is {err}") from err
+    except OSError as err:
+        raise UsageError(f"{folder}: config.json cannot be read ({err.strerror or err})") from err
     if not isinstance(config, dict):
         raise UsageError(f"{folder}: config.json must hold an object")
     arch = architecture_from_hf_config(config, str(config.get("_name_or_path") or folder.name))

@@ -76,12 +76,13 @@ def machine_memory(settings: Settings, ram_mb: int | None, framework: str) -> Me
 def reserve_mb(settings: Settings, mem: Memory) -> int:
     """What stays back for the OS and everything else.
 
-    Detected memory keeps this machine's configured ``gpu_reserve_mb``; a machine given by size keeps the default
-    reserve for that size (planning an 8 GB Mac from a 24 GB Linux box must not carry the Linux box's reserve).
+    This machine (detected, or ``physical_ram_mb``) keeps its configured ``gpu_reserve_mb``, as the ledger does; a
+    machine planned with ``--ram-mb`` keeps the default reserve for its size (planning an 8 GB Mac from a 24 GB
+    Linux box must not carry the Linux box's reserve).
     Under Apple's wired limit, the RAM above the limit is already kept back, so only the rest of the reserve
     counts. Capped at a quarter of the memory (see ``fit.effective_reserve_mb``).
     """
-    configured = default_reserve_mb(mem.physical_ram_mb) if mem.origin == "override" else settings.gpu_reserve_mb
+    configured = default_reserve_mb(mem.physical_ram_mb) if mem.planned else settings.gpu_reserve_mb
     if mem.device == "apple":
         configured = max(0, configured - (mem.physical_ram_mb - mem.limit_mb))
     return fit.effective_reserve_mb(mem.limit_mb, configured)

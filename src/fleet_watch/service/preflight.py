@@ -110,16 +110,17 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
     port_holder = live(port_claim) if port_claim is not None else None
     repo_holders = [(c, r) for c in repo_claims if (r := live(c)) is not None]
 
-    if req.gpu_mb and (req.gpu_mb > budget.available_mb
-                       or (device_budget is not None and req.gpu_mb > device_budget.available_mb)):
-        prune_gpu_holders()
-
     def live_allocated() -> int:
         prune_gpu_holders()
         return (device_budget or budget).allocated_mb
 
+    # The working set first, from the registry as `fleet estimate` sees it: --gpu must not change it.
     estimate = _working_set(fleet, req, (device_budget or budget).allocated_mb, live_allocated) \
         if req.wants_estimate else None
+
+    if req.gpu_mb and (req.gpu_mb > budget.available_mb
+                       or (device_budget is not None and req.gpu_mb > device_budget.available_mb)):
+        prune_gpu_holders()
 
     dead_pids = {c.holder.pid for c in (*([port_claim] if port_claim else []), *repo_claims, *gpu_claims)
                  if c.holder.record_id in dead}

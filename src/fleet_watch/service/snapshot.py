@@ -7,11 +7,11 @@ its memory figures are read fresh, with page-out rates measured since that cycle
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fleet_watch import jsonio
 from fleet_watch.config import Settings, write_json_atomic
 from fleet_watch.core import health as core
 from fleet_watch.errors import DatabaseError
@@ -24,10 +24,27 @@ _CYCLE_KEYS = ("sessions", "idle")
 def load_monitor(home: Path) -> dict[str, Any] | None:
     """The whole persisted document, or None when there is none (or it is unreadable: it is only a cache)."""
     try:
-        doc = json.loads((home / MONITOR_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        doc = jsonio.loads((home / MONITOR_FILE).read_bytes())
+    except (OSError, jsonio.BadJson):
         return None
-    return doc if isinstance(doc, dict) else None
+    return doc if isinstance(doc, dict) and _well_formed(doc) else None
+
+
+_LISTS = ("alerts", "gpu_process_footprints", "devices", "foreign_gpu_pids", "target_pids", "sessions", "idle")
+
+
+def _well_formed(doc: Mapping[str, Any]) -> bool:
+    """The shape this program writes; anything else is a damaged cache, ignored whole (the next cycle rewrites it)."""
+    if any(k in doc and not isinstance(doc[k], list) for k in _LISTS):
+        return False
+    if any(not isinstance(e, dict) for k in ("alerts", "gpu_process_footprints", "devices", "sessions", "idle")
+           for e in doc.get(k, [])):
+        return False
+    if any(not isinstance(e.get("pid"), int) for k in ("gpu_process_footprints", "sessions", "idle")
+           for e in doc.get(k, [])):
+        return False
+    return all(k not in doc or doc[k] is None or isinstance(doc[k], dict)
+               for k in ("pageout_rate", "memory", "memory_counters"))
 
 
 def save_cycle(home: Path, monitor: Mapping[str, Any], *, sessions: Sequence[Mapping[str, Any]],

@@ -97,6 +97,10 @@ class Watcher:
             if raise_errors:
                 raise
             tick.error = err.message
+        except Exception as err:  # a bug in one tick must not end an unattended watch (reported on the tick)
+            if raise_errors:
+                raise
+            tick.error = f"internal error: {type(err).__name__}: {err}"
         tick.cpu_s = own_cpu_s() - cpu0
         return tick
 

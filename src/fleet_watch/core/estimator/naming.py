@@ -57,8 +57,12 @@ def parse_size(text: str) -> SizeToken | None:
 
 
 def parse_bare_size(text: str) -> SizeToken | None:
-    """A --model that is only a size, like ``7B`` or ``0.5b``."""
+    """A --model that is only a size, like ``7B``, ``0.5b`` or ``1T`` (trillions only here: inside a model name a
+    ``t`` suffix is too often something else)."""
     stripped = text.strip()
+    tera = re.fullmatch(r"(\d+(?:\.\d+)?)[tT]", stripped)
+    if tera:
+        return SizeToken(float(tera.group(1)) * 1000.0) if float(tera.group(1)) > 0 else None
     if re.fullmatch(r"(?:\d+x)?\d+(?:\.\d+)?[bBmM](?:-[aA]\d+(?:\.\d+)?[bB])?", stripped):
         return parse_size(stripped)
     return None
