@@ -156,3 +156,18 @@ def test_real_nvml_probe_without_a_driver_is_none_not_an_error() -> None:
     assert devices is None or all(d.total_mb > 0 for d in devices)
     if devices is None:
         assert probe.processes() == []
+
+
+def test_nvml_is_not_even_imported_without_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from fleet_watch.probes import nvml
+
+    if nvml.driver_may_be_present():
+        pytest.skip("this host shows an NVIDIA driver: the real path runs in bench/nvml_check.py")
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    assert nvml.NvmlProbe().devices() is None
+    assert "pynvml" not in sys.modules
+    monkeypatch.setenv("FLEET_WATCH_NVML", "1")  # asked for: NVML is tried (and fails here, as None)
+    assert nvml.NvmlProbe().devices() is None
+    assert "pynvml" in sys.modules

@@ -6,6 +6,8 @@ exception. The real path is exercised on a GPU host by ``bench/nvml_check.py``.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +39,20 @@ class GpuProbe(Protocol):
     def processes(self) -> list[GpuProcess]: ...
 
 
+# Where an NVIDIA driver shows itself: the kernel module (also inside containers run with the NVIDIA runtime), its
+# control device, and WSL2's GPU paravirtualisation device. None of them: importing pynvml (~10 ms) and asking
+# NVML would only fail. FLEET_WATCH_NVML=1 asks NVML anyway.
+_DRIVER_SIGNS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg")
+
+
+def driver_may_be_present() -> bool:
+    if os.environ.get("FLEET_WATCH_NVML") == "1":
+        return True
+    if sys.platform == "darwin":  # no NVML on macOS
+        return False
+    return any(os.path.exists(p) for p in _DRIVER_SIGNS)
+
+
 class NvmlProbe:
     """The real probe. ``devices()`` is ``None`` when there is no NVIDIA driver (or no nvidia-ml-py)."""
 
@@ -46,6 +62,9 @@ class NvmlProbe:
 
     def _lib(self) -> Any:
         if self._nvml is None and not self._failed:
+            if not driver_may_be_present():
+                self._failed = True
+                return None
             try:
                 import pynvml
 
