@@ -188,11 +188,9 @@ def load_settings(home: Path, detect_total_mb: Callable[[], Detected]) -> Settin
     """
     path = home / CONFIG_NAME
     try:
-        text: str | None = path.read_bytes().decode("utf-8")
+        text: bytes | None = path.read_bytes()
     except FileNotFoundError:
         text = None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from err
 

@@ -30,9 +30,13 @@ def _float(text: str) -> float:
 def loads(text: str | bytes) -> Any:
     try:
         return json.loads(text, parse_constant=_constant, parse_float=_float)
+    except BadJson:
+        raise
     except json.JSONDecodeError as err:
         raise BadJson(f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
     except RecursionError as err:
         raise BadJson("nested too deeply") from err
     except UnicodeDecodeError as err:
         raise BadJson(f"not UTF-8 ({err.reason} at byte {err.start})") from err
+    except ValueError as err:  # e.g. an integer longer than Python's 4300-digit conversion limit
+        raise BadJson(f"not acceptable JSON ({str(err).splitlines()[0][:120]})") from err

@@ -96,12 +96,12 @@ def test_registered_claims_shrink_what_is_available(fleet: Any, fleet_home: Path
     est = fleet("estimate", *args, "--json")
     assert est.returncode == 1
     assert est.json()["working_set"] == {k: v for k, v in ws.items() if k != "requested_mb"}
-    # --ram-mb plans for another machine: nothing registered here holds its memory (this machine's ledger
-    # still has only 3344MB left, so the implied claim of the whole working set is still refused here).
-    _, doc = guard_json(fleet, *args, "--ram-mb", "65536")
+    # --ram-mb plans for another machine: nothing registered here holds its memory, and nothing is claimed from
+    # this machine's ledger either (it has only 3344MB left; the model would be refused here).
+    code, doc = guard_json(fleet, *args, "--ram-mb", "65536")
     planned = doc["checks"]["gpu"]
     assert (planned["working_set"]["allocated_mb"], planned["working_set"]["fits"]) == (0, True)
-    assert planned["reason"].startswith("GPU budget exceeded")
+    assert (code, planned["requested_mb"], planned["reason"]) == (0, 0, "no GPU claim")
     holder.kill()
     holder.wait()
     code, doc = guard_json(fleet, *args)  # a dead holder frees its share, without a write
@@ -196,3 +196,10 @@ def test_guard_errors_keep_the_contract_keys(fleet: Any) -> None:
     assert out.returncode == 2
     assert {"allowed", "request", "checks", "state"} <= set(doc)
     assert (doc["allowed"], doc["checks"]) == (False, {})
+
+
+@pytest.mark.parametrize("extra", [("--ctx", "4096"), ("--kv-dtype", "q8_0"), ("--ram-mb", "8192")])
+def test_model_flags_without_a_model_are_a_usage_error(fleet: Any, extra: tuple[str, ...]) -> None:
+    out = fleet("guard", "--port", "18999", *extra, "--json")
+    assert (out.returncode, out.json()["allowed"]) == (2, False)
+    assert "--model" in out.json()["reason"]

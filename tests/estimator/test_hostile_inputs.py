@@ -200,7 +200,7 @@ def test_detected_nvidia_memory_is_free_vram(monkeypatch: pytest.MonkeyPatch) ->
     one = memory_target.machine_memory(settings(ram_mb=None), None, "vllm")
     assert (one.limit_mb, one.free_mb) == (24576, 20000)
     small_reserve = settings(ram_mb=None, reserve_mb=1024)
-    assert memory_target.available_mb(small_reserve, one, 0) == (1024, 20000)  # free VRAM caps it (not 23552)
+    assert memory_target.available_mb(small_reserve, one, 0) == (1024, 0, 20000)  # free VRAM caps it, not 23552
 
 
 def test_detected_apple_memory_is_the_wired_limit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,7 +209,8 @@ def test_detected_apple_memory_is_the_wired_limit(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(machine, "detect_memory", lambda: _Detected(ram=32768, apple=21845))
     mem = memory_target.machine_memory(settings(ram_mb=None, reserve_mb=4096), None, "mlx")
     assert (mem.device, mem.limit_mb, mem.origin) == ("apple", 21845, "apple_wired_limit")
-    assert memory_target.reserve_mb(settings(ram_mb=None, reserve_mb=4096), mem) == 0
+    # This machine keeps its configured reserve, as the ledger does (one budget per machine).
+    assert memory_target.reserve_mb(settings(ram_mb=None, reserve_mb=4096), mem) == 4096
 
 
 def test_a_fifo_is_refused_not_waited_on(fleet: Any, tmp_path: Path, servers: Any) -> None:

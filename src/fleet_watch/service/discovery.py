@@ -64,6 +64,15 @@ class Snapshot:
         return {p.pid: p for p in self.procs}
 
 
+def death_in_scan(rec: ProcessRecord, index: Mapping[int, ProcInfo]) -> str | None:
+    """Why a registered process is gone, from a process table just scanned (None: alive); a PID the scan did not
+    see (hidepid, a race) is asked of the kernel directly."""
+    reason = core.liveness(rec, index.get(rec.pid))
+    if reason == "absent":
+        reason = Fleet.death_reason(rec.pid, rec.start_time)
+    return reason
+
+
 @dataclass(slots=True)
 class CycleResult:
     added: list[dict[str, Any]] = field(default_factory=list)
@@ -180,12 +189,7 @@ class Discovery:
         result = CycleResult(snapshot=snap)
         with immediate(conn):
             records = registry.list_records(conn)
-            death: dict[int, str | None] = {}
-            for rec in records:
-                reason = core.liveness(rec, index.get(rec.pid))
-                if reason == "absent":  # not in the scan (hidepid, a race): ask the kernel directly
-                    reason = Fleet.death_reason(rec.pid, rec.start_time)
-                death[rec.record_id] = reason
+            death = {rec.record_id: death_in_scan(rec, index) for rec in records}
             plan = core.plan_changes(snap.observed, records, death, SOURCE)
             live = {r.record_id: r for r in records if death[r.record_id] is None}
             for rm in plan.removals:

@@ -259,8 +259,8 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
         return w.total_mb <= available and w.min_total_mb <= (w.claim_mb or w.min_total_mb)
 
     ws = run(res.quant, context)
-    allocated_mb = 0 if mem.planned else allocated_mb  # another machine: nothing registered here holds it
-    reserve, available = available_mb(settings, mem, allocated_mb, engine_reserves=ws.claim_mb is not None)
+    reserve, allocated_mb, available = available_mb(settings, mem, allocated_mb,
+                                                    engine_reserves=ws.claim_mb is not None)
     fits = fits_in(ws, available)
 
     def evaluator(label: str | None, tokens: int) -> tuple[int, int]:
@@ -309,7 +309,7 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
         for gb in COMMON_MACHINES_GB:
             target = given_memory(gb * 1024, framework_name, planned=True)
             w = run(res.quant, context, target)
-            room = available_mb(settings, target, 0, engine_reserves=w.claim_mb is not None)[1]
+            room = available_mb(settings, target, 0, engine_reserves=w.claim_mb is not None)[2]
             fits_on.append({"memory_gb": gb, "device": target.device, "total_mb": w.total_mb,
                             "available_mb": room, "fits": fits_in(w, room)})
         out["fits_on"] = fits_on
@@ -326,8 +326,7 @@ def _insufficient(settings: Settings, fw: str | None, model: str | None, ram_mb:
                   ctx: int | None, kv_dtype: str | None) -> dict[str, Any]:
     """No size, file or known name: say so, never guess (the guard does not deny on this)."""
     mem = machine_memory(settings, ram_mb, fw or "llama_cpp")
-    allocated_mb = 0 if mem.planned else allocated_mb  # another machine: nothing registered here holds it
-    reserve, available = available_mb(settings, mem, allocated_mb)
+    reserve, allocated_mb, available = available_mb(settings, mem, allocated_mb)
     what = f"model {model!r} is not a file, a cached repo, a known model or a size" if model else "no --model given"
     working_set: dict[str, Any] = {
         "weights_mb": 0, "kv_cache_mb": 0, "activations_mb": 0,

@@ -59,7 +59,7 @@ class Fleet:
         cls, home: Path, *, clock: clocks.Clock | None = None, detect_total_mb: Callable[[], Detected] | None = None,
     ) -> Fleet:
         if detect_total_mb is None:
-            detect_total_mb = _detect_pool_mb
+            detect_total_mb = detect_pool_mb
         ensure_home(home)
         settings = load_settings(home, detect_total_mb)
         return cls(settings, open_db(settings.db_path), clock or clocks.SystemClock())
@@ -371,7 +371,7 @@ class Fleet:
             return audit.count(self.conn, event_type="CONFLICT", since=since)
 
 
-def _detect_pool_mb() -> tuple[int, dict[str, int]]:
+def detect_pool_mb() -> tuple[int, dict[str, int]]:
     """Only on first run (or a config without gpu_total_mb): NVML and sysctl stay off the guard path."""
     from fleet_watch.probes.machine import detect_pool_mb
 

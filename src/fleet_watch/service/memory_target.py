@@ -76,28 +76,33 @@ def machine_memory(settings: Settings, ram_mb: int | None, framework: str) -> Me
 def reserve_mb(settings: Settings, mem: Memory) -> int:
     """What stays back for the OS and everything else.
 
-    This machine (detected, or ``physical_ram_mb``) keeps its configured ``gpu_reserve_mb``, as the ledger does; a
-    machine planned with ``--ram-mb`` keeps the default reserve for its size (planning an 8 GB Mac from a 24 GB
-    Linux box must not carry the Linux box's reserve).
-    Under Apple's wired limit, the RAM above the limit is already kept back, so only the rest of the reserve
+    This machine (detected, or ``physical_ram_mb``) keeps its configured ``gpu_reserve_mb``, exactly as the ledger
+    does, so that guard never shows two budgets for one machine. A machine planned with ``--ram-mb`` keeps the
+    default reserve for its size (planning an 8 GB Mac from a 24 GB Linux box must not carry the Linux box's
+    reserve); on a planned Mac the RAM above the wired limit is already kept back, so only the rest of that default
     counts. Capped at a quarter of the memory (see ``fit.effective_reserve_mb``).
     """
-    configured = default_reserve_mb(mem.physical_ram_mb) if mem.planned else settings.gpu_reserve_mb
+    if not mem.planned:
+        return fit.effective_reserve_mb(mem.limit_mb, settings.gpu_reserve_mb)
+    configured = default_reserve_mb(mem.physical_ram_mb)
     if mem.device == "apple":
         configured = max(0, configured - (mem.physical_ram_mb - mem.limit_mb))
     return fit.effective_reserve_mb(mem.limit_mb, configured)
 
 
 def available_mb(settings: Settings, mem: Memory, allocated_mb: int, *, engine_reserves: bool = False
-                 ) -> tuple[int, int]:
-    """(reserve, available): limit - reserve - allocated, and never more than NVIDIA reports free.
+                 ) -> tuple[int, int, int]:
+    """(reserve, allocated, available): limit - reserve - allocated, never more than NVIDIA reports free. On a
+    planned machine nothing registered here is allocated.
 
     ``engine_reserves``: the engine claims a fraction of the device itself (vLLM/SGLang's
     ``gpu_memory_utilization``, which leaves the rest free), so no reserve is taken on top of it: with the default
     eighth, vLLM's 0.9 of an 80 GB GPU could never fit.
     """
     reserve = 0 if engine_reserves else reserve_mb(settings, mem)
+    if mem.planned:
+        allocated_mb = 0  # another machine: nothing registered here holds its memory
     available = mem.limit_mb - reserve - allocated_mb
     if mem.free_mb is not None:
         available = min(available, mem.free_mb)
-    return reserve, max(0, available)
+    return reserve, allocated_mb, max(0, available)

@@ -62,6 +62,9 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
     validate_port(req.port)
     if req.gpu_mb is not None and req.gpu_mb < 0:
         raise UsageError(f"GPU MB must be >= 0, got {req.gpu_mb}")
+    if not req.wants_estimate and (req.ctx is not None or req.kv_dtype is not None or req.ram_mb is not None):
+        raise UsageError("--ctx, --kv-dtype and --ram-mb describe a model's working set: give --model "
+                         "(or --framework) too")
     repo_dir = resolve_repo(req.repo) if req.repo is not None else None
     device = fleet.device_key(req.gpu_device)
     conn = fleet.conn
@@ -118,8 +121,13 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
     estimate = _working_set(fleet, req, (device_budget or budget).allocated_mb, live_allocated) \
         if req.wants_estimate else None
 
-    if req.gpu_mb and (req.gpu_mb > budget.available_mb
-                       or (device_budget is not None and req.gpu_mb > device_budget.available_mb)):
+    # The claim the ledger is asked for: --gpu, else the working set's total (for this machine; a machine planned
+    # with --ram-mb holds nothing here).
+    requested: int | None = req.gpu_mb
+    if requested is None and estimate is not None:
+        requested = 0 if req.ram_mb is not None else guard.implied_claim_mb(estimate)
+    if requested and (requested > budget.available_mb
+                      or (device_budget is not None and requested > device_budget.available_mb)):
         prune_gpu_holders()
 
     dead_pids = {c.holder.pid for c in (*([port_claim] if port_claim else []), *repo_claims, *gpu_claims)
@@ -134,8 +142,7 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
                                           os_listener=listener, suggested_ports=suggestions)
     if repo_dir is not None:
         checks["repo"] = guard.check_repo(repo_dir, holders=repo_holders, session_id=req.session_id)
-    if req.gpu_mb is not None or estimate is not None:
-        requested = req.gpu_mb if req.gpu_mb is not None else guard.implied_claim_mb(estimate or {})
+    if requested is not None:
         ledger = guard.check_gpu(requested, budget)
         if device is not None and device_budget is not None:
             dev = guard.check_gpu(requested, device_budget)

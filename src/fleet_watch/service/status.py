@@ -13,7 +13,7 @@ from typing import Any
 from fleet_watch.clock import iso_utc
 from fleet_watch.config import write_json_atomic
 from fleet_watch.errors import DatabaseError
-from fleet_watch.models import START_TIME_TOLERANCE_S, ProcessRecord
+from fleet_watch.models import ProcessRecord
 from fleet_watch.reports.state import build_state
 from fleet_watch.service import snapshot as snapshots
 from fleet_watch.service.fleet import Fleet
@@ -21,18 +21,6 @@ from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import snapshot
 
 STATE_FILE = "state.json"
-
-
-def alive_in(index: Mapping[int, Any]) -> Callable[[ProcessRecord], bool | None]:
-    """Liveness from a process table just scanned (``probes.scan.ProcInfo`` by PID); None where it could not tell."""
-    def alive(rec: ProcessRecord) -> bool | None:
-        proc = index.get(rec.pid)
-        if proc is None:
-            return False
-        if proc.start_time is None:
-            return None
-        return not proc.is_zombie and abs(proc.start_time - rec.start_time) <= START_TIME_TOLERANCE_S
-    return alive
 
 
 def write_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | None] | None = None,

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fleet_watch import clock as clocks
-from fleet_watch.config import load_settings
+from fleet_watch.config import Detected, load_settings
 from fleet_watch.errors import FleetError
 from fleet_watch.probes.memory import MemoryProbe
 from fleet_watch.probes.scan import monotonic
-from fleet_watch.service.discovery import CycleResult, Discovery
-from fleet_watch.service.fleet import Fleet
+from fleet_watch.service.discovery import CycleResult, Discovery, death_in_scan
+from fleet_watch.service.fleet import Fleet, detect_pool_mb
 from fleet_watch.service.health import Sample, cpu_rates, idle_view, monitor_after_cycle, sessions_view
 from fleet_watch.service.snapshot import save_cycle
-from fleet_watch.service.status import alive_in, write_state
+from fleet_watch.service.status import write_state
 
 T = TypeVar("T")
 
@@ -60,11 +60,19 @@ class Watcher:
         self.memory = memory_probe or MemoryProbe()
         self.previous: Sample | None = None
         self.ticks = 0
+        self._detection: Detected | None = None
 
     def _reload_config(self) -> None:
         """Config is re-read every tick (edit patterns without restarting); a bad edit keeps the old one."""
         current = self.fleet.settings
-        self.fleet.settings = load_settings(current.home, lambda: current.gpu_total_mb)
+        self.fleet.settings = load_settings(current.home, self._detected)
+
+    def _detected(self) -> Detected:
+        """What the machine has, detected once per watch (asked only when config.json leaves gpu_total_mb out):
+        the devices too, so that a VRAM pool keeps its VRAM reserve across reloads."""
+        if self._detection is None:
+            self._detection = detect_pool_mb()
+        return self._detection
 
     def watch_once(self, *, raise_errors: bool = False) -> Tick:
         """One tick: reload config, scan, apply, monitor. In the loop an error is reported on the tick and
@@ -90,7 +98,8 @@ class Watcher:
                 tick.idle = idle_view(disc, snap, cpu)  # idle needs a CPU rate: nothing to say on the first tick
             tick.sessions = sessions_view(disc, snap, cpu)
             save_cycle(self.fleet.settings.home, tick.monitor, sessions=tick.sessions, idle=tick.idle)
-            write_state(self.fleet, is_alive=alive_in(snap.index),
+            index = snap.index
+            write_state(self.fleet, is_alive=lambda rec: death_in_scan(rec, index) is None,
                         cycle={**tick.monitor, "sessions": tick.sessions, "idle": tick.idle})
             self.previous = current
         except FleetError as err:
