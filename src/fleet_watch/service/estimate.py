@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from fleet_watch.config import Settings
-from fleet_watch.core.estimator import fit, workingset
-from fleet_watch.core.estimator.arch import Architecture, architecture_from_mapping, generic_architecture
+from fleet_watch.core.estimator import engines, fit, workingset
+from fleet_watch.core.estimator.arch import MAX_CONTEXT, Architecture, architecture_from_mapping, generic_architecture
 from fleet_watch.core.estimator.mix import gguf_types, weight_bytes
 from fleet_watch.core.estimator.naming import match_catalog, parse_bare_size, parse_size
 from fleet_watch.core.estimator.quant import Quant, normalize_kv_dtype, parse_quant, quant_from_label
@@ -25,15 +25,8 @@ from fleet_watch.errors import FleetError, UsageError
 from fleet_watch.service.memory_target import Memory, available_mb, given_memory, machine_memory
 
 REASON = "working_set_exceeds_physical_ram"
-MAX_CTX = 10_000_000
 COMMON_MACHINES_GB = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # Macs' unified memory and GPU VRAM sizes
 MAX_PARAMS_B = 10_000  # 10T: well above any released model (DeepSeek-V3 671B, Kimi K2 1T)
-# What each engine loads (weight kinds): GGUF engines read GGUF files only (a float type is F16/BF16 GGUF);
-# MLX reads its own quantized or float safetensors; vLLM/SGLang/transformers read everything but MLX's format.
-_LOADS = {"llama_cpp": ("gguf",), "ollama": ("gguf",), "candle": ("gguf",), "mlx": ("mlx", "float"),
-          "vllm": ("float", "awq", "gptq", "fp8", "gguf"), "sglang": ("float", "awq", "gptq", "fp8", "gguf"),
-          "transformers": ("float", "awq", "gptq", "fp8", "gguf")}
-_GGUF_ENGINES = ("llama_cpp", "ollama", "candle")
 _KV_ALLOWED = {
     "llama_cpp": ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"),
     "vllm": ("f32", "f16", "bf16", "fp8", "fp8_e4m3", "fp8_e5m2"),
@@ -90,13 +83,6 @@ def _default_quant(framework: str | None, row: Mapping[str, Any] | None) -> Quan
     return quant_from_label("Q4_K_M")
 
 
-def _for_engine(quant: Quant, framework: str | None) -> Quant:
-    """A float format named for a GGUF engine is the GGUF file type of the same name."""
-    if framework in _GGUF_ENGINES and quant.kind == "float":
-        return Quant(quant.label, "gguf", quant.bits)
-    return quant
-
-
 def resolve_model(model: str, quant_text: str | None, framework: str | None,
                   environ: Mapping[str, str]) -> Resolved | None:
     """The best source for ``model`` (see the module docstring); None when nothing usable is in it."""
@@ -121,7 +107,7 @@ def resolve_model(model: str, quant_text: str | None, framework: str | None,
     match = match_catalog(name, catalog())
     if match is not None:
         arch = architecture_from_mapping(match.key, match.row)
-        quant = _for_engine(explicit or named or _default_quant(framework, match.row), framework)
+        quant = engines.as_loaded(explicit or named or _default_quant(framework, match.row), framework)
         return Resolved(arch, quant, weight_bytes(arch, quant), "catalog", True, str(match.row.get("source")),
                         repack_bytes=_repack_bytes(arch, quant))
     size = parse_bare_size(name) or parse_size(name)
@@ -131,22 +117,15 @@ def resolve_model(model: str, quant_text: str | None, framework: str | None,
     if params > MAX_PARAMS_B:
         raise UsageError(f"model size {size.label} is implausible (at most {MAX_PARAMS_B}B parameters)")
     arch = generic_architecture(params)
-    quant = _for_engine(explicit or named or _default_quant(framework, None), framework)
+    quant = engines.as_loaded(explicit or named or _default_quant(framework, None), framework)
     return Resolved(arch, quant, weight_bytes(arch, quant), "size_only", False,
                     repack_bytes=_repack_bytes(arch, quant))
-
-
-def check_engine(quant: Quant, framework: str) -> None:
-    kinds = _LOADS.get(framework)
-    if kinds is not None and quant.kind not in kinds:
-        raise UsageError(f"{framework} cannot load {quant.label} weights (it loads: {', '.join(kinds)}); "
-                         "name a quantization it reads, or another --framework")
 
 
 def _from_file(found: Any, explicit: Quant | None, framework: str | None) -> Resolved:
     arch, quant = found.arch, found.quant
     if explicit is not None and explicit.label != quant.label:
-        q = _for_engine(explicit, framework)
+        q = engines.as_loaded(explicit, framework)
         return Resolved(arch, q, weight_bytes(arch, q, group_size=found.group_size), found.model_source, True,
                         path=found.path, repack_bytes=_repack_bytes(arch, q), group_size=found.group_size)
     return Resolved(arch, quant, found.weights_bytes, found.model_source, True, path=found.path,
@@ -218,8 +197,8 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
     """The full estimate: ``{"working_set", "fits", "reason", "detail", "context_tokens", "kv_dtype",
     "architecture", "alternatives"}``. ``working_set`` is what the guard puts in ``checks.gpu.working_set``.
     ``machines``: also ``fits_on``, the same model and context on machines of common sizes."""
-    if ctx is not None and not 1 <= ctx <= MAX_CTX:
-        raise UsageError(f"--ctx must be between 1 and {MAX_CTX} tokens, got {ctx}")
+    if ctx is not None and not 1 <= ctx <= MAX_CONTEXT:
+        raise UsageError(f"--ctx must be between 1 and {MAX_CONTEXT} tokens, got {ctx}")
     if not 1 <= parallel <= 1024:
         raise UsageError(f"--parallel must be between 1 and 1024, got {parallel}")
     if allocated_mb < 0:
@@ -236,7 +215,9 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
             raise UsageError(f"unknown quantization {quant!r}")
         return _insufficient(settings, fw, model, ram_mb, allocated_mb, ctx, kv_dtype)
     framework_name = fw or infer_framework(res.quant)
-    check_engine(res.quant, framework_name)
+    refused = engines.refusal(res.quant, framework_name)
+    if refused:
+        raise UsageError(f"{refused}; name a quantization it reads, or another --framework")
     mem = machine_memory(settings, ram_mb, framework_name)
     kv = _kv_dtype(kv_dtype, framework_name, res.quant)
     vram = mem.device_total_mb if mem.device != "cpu" else None  # Ollama sizes num_ctx by GPU memory only
@@ -264,15 +245,14 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
     fits = fits_in(ws, available)
 
     def evaluator(label: str | None, tokens: int) -> tuple[int, int]:
-        q = res.quant if label is None else _for_engine(quant_from_label(label), framework_name)
+        q = res.quant if label is None else engines.as_loaded(quant_from_label(label), framework_name)
         w = run(q, tokens)
         return w.weights_mb, w.total_mb if w.min_total_mb <= (w.claim_mb or w.min_total_mb) else 1 << 40
 
     alternatives: list[fit.Alternative] = []
     suggestion = None
     if not fits:
-        for alt in (fit.smaller_quant_that_fits(evaluator, res.quant, context, available, framework=framework_name,
-                                                usable=lambda label: _engine_reads(framework_name, label)),
+        for alt in (fit.smaller_quant_that_fits(evaluator, res.quant, context, available, framework=framework_name),
                     fit.longest_context_that_fits(evaluator, res.quant, context, available)):
             if alt is not None:
                 alternatives.append(alt)
@@ -314,12 +294,6 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
                             "available_mb": room, "fits": fits_in(w, room)})
         out["fits_on"] = fits_on
     return out
-
-
-def _engine_reads(framework: str, label: str) -> bool:
-    """Candle's quantized loader has no i-quants (GgmlDType in candle-core/src/quantized/mod.rs lists F32, F16,
-    BF16, Q4_0..Q8_1 and Q2K..Q8K), so an IQ* suggestion would not load there."""
-    return not (framework == "candle" and label.startswith("IQ"))
 
 
 def _insufficient(settings: Settings, fw: str | None, model: str | None, ram_mb: int | None, allocated_mb: int,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fleet_watch.core.estimator.quant import GGUF_LADDER, HF_LADDER, MLX_LADDER, Quant
+from fleet_watch.core.estimator import engines
+from fleet_watch.core.estimator.quant import GGUF_LADDER, HF_LADDER, MLX_LADDER, Quant, quant_from_label
 
 
 def effective_reserve_mb(memory_mb: int, configured_mb: int) -> int:
@@ -41,14 +42,11 @@ class Alternative:
         return f"Reduce the context to {self.context_tokens} tokens (~{self.total_mb} MB working set)"
 
 
-_GGUF_ENGINES = ("llama_cpp", "ollama", "candle")
-
-
 def ladder_for(quant: Quant, framework: str | None = None) -> tuple[str, ...]:
     """The quantizations worth suggesting, best first: those the framework loads, in the weights' own family."""
     if framework == "mlx" or (framework is None and quant.kind == "mlx"):
         return MLX_LADDER
-    if framework in _GGUF_ENGINES or quant.kind == "gguf":
+    if framework in engines.GGUF_ENGINES or quant.kind == "gguf":
         return GGUF_LADDER
     return HF_LADDER
 
@@ -58,12 +56,13 @@ Evaluator = Callable[[str | None, int], tuple[int, int]]
 
 
 def smaller_quant_that_fits(evaluate: Evaluator, current: Quant, ctx: int, available_mb: int, *,
-                            framework: str | None = None,
-                            usable: Callable[[str], bool] = lambda label: True) -> Alternative | None:
-    """The largest ``usable`` quantization on the ladder with smaller weights than ``current`` whose total fits."""
+                            framework: str | None = None) -> Alternative | None:
+    """The largest quantization on the ladder that ``framework`` loads, with smaller weights than ``current``, whose
+    total fits."""
     current_weights, _ = evaluate(None, ctx)
     for label in ladder_for(current, framework):
-        if label == current.label or not usable(label):
+        if label == current.label or (
+                framework and not engines.loads(engines.as_loaded(quant_from_label(label), framework), framework)):
             continue
         weights, total = evaluate(label, ctx)
         if weights < current_weights and total <= available_mb:
