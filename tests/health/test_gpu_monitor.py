@@ -17,7 +17,7 @@ from fleet_watch.probes.scan import ProcessScanner
 from fleet_watch.service.discovery import Discovery
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.service.health import gather_health
-from fleet_watch.service.snapshot import MONITOR_FILE
+from fleet_watch.service.last_cycle import MONITOR_FILE
 from fleet_watch.service.watch import Watcher
 from tests.discovery.servers import Servers
 

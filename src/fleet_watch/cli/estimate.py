@@ -29,12 +29,12 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
     """
     if not model.strip():
         raise UsageError("--model must not be empty")
-    from fleet_watch.service.estimate import evaluate_against_claims
+    from fleet_watch.service.estimate import evaluate
 
     fleet = open_fleet()
     try:
         # Memory that registered workloads hold is not available, exactly as in the guard.
-        result = evaluate_against_claims(
+        result = evaluate(
             fleet.settings, allocated_mb=fleet.budget().allocated_mb, live_allocated=fleet.live_gpu_allocated_mb,
             framework=framework, model=model, quant=quant, ctx=ctx, kv_dtype=kv_dtype, parallel=parallel,
             ram_mb=ram_mb, machines=True)
@@ -84,7 +84,7 @@ def human_lines(result: dict[str, Any]) -> list[str]:
         yes = [m["memory_gb"] for m in fits_on if m["fits"]]
         no = [m["memory_gb"] for m in fits_on if not m["fits"]]
         where = f"{min(yes)} GB and up" if yes and all(g > max(no, default=0) for g in yes) else \
-            ", ".join(f"{g} GB" for g in yes) or "none of 8-256 GB"
+            ", ".join(f"{g} GB" for g in yes) or f"none of {fits_on[0]['memory_gb']}-{fits_on[-1]['memory_gb']} GB"
         lines.append(f"Fits on ({kind}, same context, no other workloads): {where}")
     if not result["fits"]:
         lines.append(f"Does not fit: {result['detail']}")

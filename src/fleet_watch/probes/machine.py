@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from fleet_watch.core.estimator.fit import apple_wired_limit_mb
 from fleet_watch.probes.nvml import GpuDevice, GpuProbe, NvmlProbe
 
 
@@ -45,16 +46,6 @@ def _sysctl_int(name: str) -> int | None:
         return int(out.stdout.strip())
     except ValueError:
         return None
-
-
-def apple_wired_limit_mb(ram_mb: int, wired_limit_setting: int | None) -> tuple[int, bool]:
-    """``iogpu.wired_limit_mb`` when set; 0 means the system default, which Metal reports as about 2/3 of
-    RAM up to 36 GB and 3/4 above (recommendedMaxWorkingSetSize, e.g. 21845 MB on a 32 GB M1 Max,
-    llamafile issue 81). Returns (MB, estimated?)."""
-    if wired_limit_setting:
-        return wired_limit_setting, False
-    fraction = 2 / 3 if ram_mb <= 36 * 1024 else 3 / 4
-    return int(ram_mb * fraction), True
 
 
 def detect_memory(gpu: GpuProbe | None = None) -> MachineMemory:

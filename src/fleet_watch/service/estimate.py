@@ -59,7 +59,7 @@ class Resolved:
     grounded: bool
     catalog_source: str | None = None
     path: str | None = None
-    repack_bytes: int = 0
+    repack_bytes: int | None = None  # read from a GGUF header; None: computed when a CPU plan needs it
     group_size: int = 64
     weights_exact: bool = False
 
@@ -96,7 +96,7 @@ def resolve_model(model: str, quant_text: str | None, framework: str | None,
 
         found = read_model_path(path)
         return _from_file(found, explicit, framework)
-    if "/" in model and not path.exists():
+    if "/" in model:
         from fleet_watch.probes.modelfiles import read_hf_cache
 
         cached = read_hf_cache(model, environ, explicit)
@@ -108,8 +108,7 @@ def resolve_model(model: str, quant_text: str | None, framework: str | None,
     if match is not None:
         arch = architecture_from_mapping(match.key, match.row)
         quant = engines.as_loaded(explicit or named or _default_quant(framework, match.row), framework)
-        return Resolved(arch, quant, weight_bytes(arch, quant), "catalog", True, str(match.row.get("source")),
-                        repack_bytes=_repack_bytes(arch, quant))
+        return Resolved(arch, quant, weight_bytes(arch, quant), "catalog", True, str(match.row.get("source")))
     size = parse_bare_size(name) or parse_size(name)
     if size is None:
         return None
@@ -118,8 +117,7 @@ def resolve_model(model: str, quant_text: str | None, framework: str | None,
         raise UsageError(f"model size {size.label} is implausible (at most {MAX_PARAMS_B}B parameters)")
     arch = generic_architecture(params)
     quant = engines.as_loaded(explicit or named or _default_quant(framework, None), framework)
-    return Resolved(arch, quant, weight_bytes(arch, quant), "size_only", False,
-                    repack_bytes=_repack_bytes(arch, quant))
+    return Resolved(arch, quant, weight_bytes(arch, quant), "size_only", False)
 
 
 def _from_file(found: Any, explicit: Quant | None, framework: str | None) -> Resolved:
@@ -127,7 +125,7 @@ def _from_file(found: Any, explicit: Quant | None, framework: str | None) -> Res
     if explicit is not None and explicit.label != quant.label:
         q = engines.as_loaded(explicit, framework)
         return Resolved(arch, q, weight_bytes(arch, q, group_size=found.group_size), found.model_source, True,
-                        path=found.path, repack_bytes=_repack_bytes(arch, q), group_size=found.group_size)
+                        path=found.path, group_size=found.group_size)
     return Resolved(arch, quant, found.weights_bytes, found.model_source, True, path=found.path,
                     repack_bytes=found.repack_bytes, group_size=found.group_size, weights_exact=found.weights_exact)
 
@@ -193,10 +191,14 @@ def _architecture_dict(res: Resolved) -> dict[str, Any]:
 def evaluate(settings: Settings, *, framework: str | None, model: str | None, quant: str | None = None,
              ctx: int | None = None, kv_dtype: str | None = None, parallel: int = 1, ram_mb: int | None = None,
              allocated_mb: int = 0, origin: str = "explicit", gpu_memory_utilization: float | None = None,
-             environ: Mapping[str, str] | None = None, machines: bool = False) -> dict[str, Any]:
+             environ: Mapping[str, str] | None = None, machines: bool = False,
+             live_allocated: Callable[[], int] | None = None) -> dict[str, Any]:
     """The full estimate: ``{"working_set", "fits", "reason", "detail", "context_tokens", "kv_dtype",
     "architecture", "alternatives"}``. ``working_set`` is what the guard puts in ``checks.gpu.working_set``.
-    ``machines``: also ``fits_on``, the same model and context on machines of common sizes."""
+    ``machines``: also ``fits_on``, the same model and context on machines of common sizes.
+    ``live_allocated``: asked only when the working set does not fit with ``allocated_mb`` (what the registry
+    says), for what live holders really claim: dead claims can only free memory, and checking every holder's
+    liveness costs a /proc read each. ``guard`` and ``estimate`` both answer this way, so they agree."""
     if ctx is not None and not 1 <= ctx <= MAX_CONTEXT:
         raise UsageError(f"--ctx must be between 1 and {MAX_CONTEXT} tokens, got {ctx}")
     if not 1 <= parallel <= 1024:
@@ -225,14 +227,14 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
     multiplier = workingset.overhead_multiplier(framework_name, _overrides(settings))
 
     def run(q: Quant, tokens: int, target: Memory = mem) -> workingset.WorkingSet:
-        if q == res.quant:
-            weights, repack = res.weights_bytes, res.repack_bytes
-        else:
-            weights, repack = weight_bytes(res.arch, q, group_size=res.group_size), _repack_bytes(res.arch, q)
+        same = q == res.quant
+        weights = res.weights_bytes if same else weight_bytes(res.arch, q, group_size=res.group_size)
+        repack = 0  # llama.cpp's CPU_REPACK copy exists only on the CPU
+        if target.device == "cpu" and framework_name in ("llama_cpp", "ollama"):
+            repack = res.repack_bytes if same and res.repack_bytes is not None else _repack_bytes(res.arch, q)
         plan = workingset.Plan(
             arch=res.arch, weights_bytes=weights, framework=framework_name, ctx=tokens, kv_dtype=kv,
-            parallel=parallel, device=target.device, multiplier=multiplier,
-            repack_bytes=repack if target.device == "cpu" and framework_name in ("llama_cpp", "ollama") else 0,
+            parallel=parallel, device=target.device, multiplier=multiplier, repack_bytes=repack,
             device_total_mb=target.device_total_mb, gpu_memory_utilization=gpu_memory_utilization)
         return workingset.compute(plan)
 
@@ -243,6 +245,10 @@ def evaluate(settings: Settings, *, framework: str | None, model: str | None, qu
     reserve, allocated_mb, available = available_mb(settings, mem, allocated_mb,
                                                     engine_reserves=ws.claim_mb is not None)
     fits = fits_in(ws, available)
+    if not fits and allocated_mb > 0 and live_allocated is not None:
+        reserve, allocated_mb, available = available_mb(settings, mem, live_allocated(),
+                                                        engine_reserves=ws.claim_mb is not None)
+        fits = fits_in(ws, available)
 
     def evaluator(label: str | None, tokens: int) -> tuple[int, int]:
         q = res.quant if label is None else engines.as_loaded(quant_from_label(label), framework_name)
@@ -317,20 +323,6 @@ def _insufficient(settings: Settings, fw: str | None, model: str | None, ram_mb:
             "kv_dtype": kv_dtype, "architecture": None, "alternatives": []}
 
 
-def evaluate_against_claims(settings: Settings, *, allocated_mb: int, live_allocated: Callable[[], int] | None,
-                            **kwargs: Any) -> dict[str, Any]:
-    """``evaluate`` with what the registry says is allocated; only when that does not fit are the holders checked
-    for liveness (``live_allocated``), since dead claims can only free memory. ``guard`` and ``estimate`` both
-    answer through here, so the same registry gives them the same numbers."""
-    full = evaluate(settings, allocated_mb=allocated_mb, **kwargs)
-    if full["fits"] is False and allocated_mb > 0 and live_allocated is not None \
-            and full["working_set"]["allocated_mb"] > 0:
-        live = live_allocated()
-        if live != allocated_mb:
-            full = evaluate(settings, allocated_mb=live, **kwargs)
-    return full
-
-
 def guard_working_set(
     settings: Settings, *, requested_mb: int | None, framework: str | None, model: str | None, ctx: int | None,
     kv_dtype: str | None, ram_mb: int | None, allocated_mb: int, live_allocated: Callable[[], int] | None = None,
@@ -341,8 +333,8 @@ def guard_working_set(
     """
     if not framework and not model:
         return None
-    full = evaluate_against_claims(settings, framework=framework, model=model, ctx=ctx, kv_dtype=kv_dtype,
-                                   ram_mb=ram_mb, allocated_mb=allocated_mb, live_allocated=live_allocated)
+    full = evaluate(settings, framework=framework, model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb,
+                    allocated_mb=allocated_mb, live_allocated=live_allocated)
     ws = dict(full["working_set"])
     ws["requested_mb"] = requested_mb
     return {"working_set": ws, "fits": full["fits"], "reason": full["reason"], "detail": full["detail"]}

@@ -340,14 +340,12 @@ class Fleet:
         with snapshot(self.conn):
             return self._budget(None)
 
-    def live_gpu_allocated_mb(self, gpu_device: int | None = None) -> int:
-        """GPU memory that live registered processes claim (the pool, or one device): dead holders hold nothing.
-        Read-only, like the guard: the rows of dead holders stay for ``clean`` to remove and log."""
-        device = self.device_key(gpu_device)
+    def live_gpu_allocated_mb(self) -> int:
+        """GPU memory that live registered processes claim: dead holders hold nothing. Read-only, like the guard:
+        the rows of dead holders stay for ``clean`` to remove and log."""
         with snapshot(self.conn):
             claims = registry.gpu_claims(self.conn)
-        return sum(c.amount_mb for c in claims if (device is None or c.key == device)
-                   and self.death_reason(c.holder.pid, c.holder.start_time) is None)
+        return sum(c.amount_mb for c in claims if self.death_reason(c.holder.pid, c.holder.start_time) is None)
 
     def history(self, *, event_type: str | None, hours: float | None, limit: int) -> list[Any]:
         if event_type is not None and event_type.upper() not in chain.EVENT_TYPES:

@@ -1,8 +1,9 @@
 """Health: memory (with rates over an interval), agent sessions, idle workloads and the GPU memory monitor.
 
 ``fleet health`` samples twice, ``sample_s`` apart, re-reading only the few processes it reports on;
-``watch`` uses the previous tick as the first sample. The monitor snapshot is persisted as
-``gpu_memory_monitor.json`` so that one-shot ``discover`` runs can also compute rates and transitions.
+``watch`` uses the previous tick as the first sample. Each discovery cycle's monitor is persisted by
+``service.last_cycle`` (``gpu_memory_monitor.json``), so that one-shot ``discover`` runs can also compute rates and
+alert transitions.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fleet_watch.models import ProcessRecord
 from fleet_watch.probes.memory import MemoryProbe
 from fleet_watch.service.discovery import Discovery, Snapshot
 from fleet_watch.service.fleet import Fleet
-from fleet_watch.service.snapshot import load_monitor, previous_memory
+from fleet_watch.service.last_cycle import load_monitor, previous_memory
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import immediate, snapshot
 
@@ -213,7 +214,7 @@ def _reported_pids(disc: Discovery, snap: Snapshot) -> list[int]:
     return sorted(pids)
 
 
-def record_monitor(fleet: Fleet, monitor: Mapping[str, Any], previous: Mapping[str, Any] | None) -> list[str]:
+def log_new_alerts(fleet: Fleet, monitor: Mapping[str, Any], previous: Mapping[str, Any] | None) -> list[str]:
     """Log one event per *new* alert (a transition, not every cycle); the caller persists the snapshot."""
     before = [str(a.get("key")) for a in (previous or {}).get("alerts", []) if isinstance(a, dict)]
     fresh = core.new_alerts(monitor["alerts"], before)
@@ -244,5 +245,5 @@ def monitor_after_cycle(disc: Discovery, snap: Snapshot, memory: core.MemoryCoun
         records = registry.list_records(fleet.conn)
     monitor = monitor_view(disc, Sample.of(snap, memory, now), prev_mem, interval, memory_doc, records)
     monitor["memory"] = memory_doc
-    record_monitor(fleet, monitor, stored)
+    log_new_alerts(fleet, monitor, stored)
     return monitor

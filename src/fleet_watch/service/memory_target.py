@@ -34,18 +34,12 @@ class Memory:
         return f"physical RAM ({self.limit_mb}MB)"
 
 
-def _apple_limit(ram_mb: int) -> int:
-    from fleet_watch.probes.machine import apple_wired_limit_mb
-
-    return apple_wired_limit_mb(ram_mb, None)[0]
-
-
 def given_memory(ram_mb: int, framework: str, *, planned: bool) -> Memory:
     """A machine known only by its RAM: MLX plans for a Mac (the default wired limit), vLLM/SGLang for a GPU of
     that size, everything else for RAM (the README's Candle example: 8 GB -> 6144 MB after reserve)."""
     if framework == "mlx":
-        return Memory(_apple_limit(ram_mb), ram_mb, "apple", "override", device_total_mb=_apple_limit(ram_mb),
-                      planned=planned)
+        limit = fit.apple_wired_limit_mb(ram_mb, None)[0]
+        return Memory(limit, ram_mb, "apple", "override", device_total_mb=limit, planned=planned)
     device = "cuda" if framework in ("vllm", "sglang") else "cpu"
     return Memory(ram_mb, ram_mb, device, "override", device_total_mb=ram_mb, planned=planned)
 

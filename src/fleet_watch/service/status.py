@@ -11,11 +11,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fleet_watch.clock import iso_utc
-from fleet_watch.config import write_json_atomic
-from fleet_watch.errors import DatabaseError
 from fleet_watch.models import ProcessRecord
 from fleet_watch.reports.state import build_state
-from fleet_watch.service import snapshot as snapshots
+from fleet_watch.service import last_cycle
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import snapshot
@@ -28,11 +26,7 @@ def write_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | None
     """``state.json``, the fallback artifact for agents without the CLI: rewritten (atomically) every cycle.
     A discovery cycle passes what it already knows (its process table, its snapshot) instead of reading it again.
     """
-    path = fleet.settings.home / STATE_FILE
-    try:
-        write_json_atomic(path, gather_state(fleet, is_alive=is_alive, cycle=cycle))
-    except OSError as err:
-        raise DatabaseError(f"cannot write {path}: {err.strerror}") from err
+    last_cycle.write_state_file(fleet.settings.home / STATE_FILE, gather_state(fleet, is_alive=is_alive, cycle=cycle))
 
 
 def gather_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | None] | None = None,
@@ -48,14 +42,14 @@ def gather_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | Non
         for r in records}
     occupied = {p for r in records for p in r.ports}
     if cycle is None:
-        cycle = snapshots.load_monitor(fleet.settings.home)
-        memory = snapshots.current_memory(fleet.settings, cycle, now)
+        cycle = last_cycle.load_monitor(fleet.settings.home)
+        memory = last_cycle.current_memory(fleet.settings, cycle, now)
     else:
-        memory = cycle.get("memory") or snapshots.current_memory(fleet.settings, None, now)
+        memory = cycle.get("memory") or last_cycle.current_memory(fleet.settings, None, now)
     return build_state(
         now=now, records=records, alive=alive, budget=budget, preferred_ports=fleet.settings.preferred_ports,
         safe_ports=fleet.free_ports(None, occupied), recent_events=recent, conflicts_24h=conflicts,
         system_memory=memory,
-        sessions=snapshots.listed(cycle, "sessions"), idle=snapshots.listed(cycle, "idle"),
-        gpu_memory_monitor=snapshots.monitor_of(cycle),
+        sessions=last_cycle.listed(cycle, "sessions"), idle=last_cycle.listed(cycle, "idle"),
+        gpu_memory_monitor=last_cycle.monitor_of(cycle),
     )

@@ -17,7 +17,7 @@ from fleet_watch.probes.scan import monotonic
 from fleet_watch.service.discovery import CycleResult, Discovery, death_in_scan
 from fleet_watch.service.fleet import Fleet, detect_pool_mb
 from fleet_watch.service.health import Sample, cpu_rates, idle_view, monitor_after_cycle, sessions_view
-from fleet_watch.service.snapshot import save_cycle
+from fleet_watch.service.last_cycle import save_cycle
 from fleet_watch.service.status import write_state
 
 T = TypeVar("T")
@@ -97,10 +97,9 @@ class Watcher:
                 cpu = cpu_rates(self.previous.cpu, current.cpu, snap.taken_at - self.previous.snap.taken_at)
                 tick.idle = idle_view(disc, snap, cpu)  # idle needs a CPU rate: nothing to say on the first tick
             tick.sessions = sessions_view(disc, snap, cpu)
-            save_cycle(self.fleet.settings.home, tick.monitor, sessions=tick.sessions, idle=tick.idle)
+            saved = save_cycle(self.fleet.settings.home, tick.monitor, sessions=tick.sessions, idle=tick.idle)
             index = snap.index
-            write_state(self.fleet, is_alive=lambda rec: death_in_scan(rec, index) is None,
-                        cycle={**tick.monitor, "sessions": tick.sessions, "idle": tick.idle})
+            write_state(self.fleet, is_alive=lambda rec: death_in_scan(rec, index) is None, cycle=saved)
             self.previous = current
         except FleetError as err:
             if raise_errors:

@@ -23,6 +23,16 @@ def effective_reserve_mb(memory_mb: int, configured_mb: int) -> int:
     return max(0, min(configured_mb, cap))
 
 
+def apple_wired_limit_mb(ram_mb: int, wired_limit_setting: int | None) -> tuple[int, bool]:
+    """``iogpu.wired_limit_mb`` when set; 0 means the system default, which Metal reports as about 2/3 of
+    RAM up to 36 GB and 3/4 above (recommendedMaxWorkingSetSize, e.g. 21845 MB on a 32 GB M1 Max,
+    llamafile issue 81). Returns (MB, estimated?)."""
+    if wired_limit_setting:
+        return wired_limit_setting, False
+    fraction = 2 / 3 if ram_mb <= 36 * 1024 else 3 / 4
+    return int(ram_mb * fraction), True
+
+
 @dataclass(frozen=True, slots=True)
 class Alternative:
     kind: str  # "quantization" or "context"

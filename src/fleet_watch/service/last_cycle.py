@@ -47,13 +47,21 @@ def _well_formed(doc: Mapping[str, Any]) -> bool:
                for k in ("pageout_rate", "memory", "memory_counters"))
 
 
-def save_cycle(home: Path, monitor: Mapping[str, Any], *, sessions: Sequence[Mapping[str, Any]],
-               idle: Sequence[Mapping[str, Any]]) -> None:
-    path = home / MONITOR_FILE
+def write_state_file(path: Path, document: Mapping[str, Any]) -> None:
+    """Atomically, mode 0600. The registry is already written when this runs: a failure is reported (a watch tick
+    carries it, the next tick retries) but loses nothing."""
     try:
-        write_json_atomic(path, {**monitor, "sessions": list(sessions), "idle": list(idle)})
-    except OSError as err:  # the registry is already written; the tick reports this and the next one retries
+        write_json_atomic(path, dict(document))
+    except OSError as err:
         raise DatabaseError(f"cannot write {path}: {err.strerror}") from err
+
+
+def save_cycle(home: Path, monitor: Mapping[str, Any], *, sessions: Sequence[Mapping[str, Any]],
+               idle: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Persist the cycle; returns the document written."""
+    doc = {**monitor, "sessions": list(sessions), "idle": list(idle)}
+    write_state_file(home / MONITOR_FILE, doc)
+    return doc
 
 
 def monitor_of(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
