@@ -324,20 +324,17 @@ def _insufficient(settings: Settings, fw: str | None, model: str | None, ram_mb:
 
 
 def guard_working_set(
-    settings: Settings, *, requested_mb: int | None, framework: str | None, model: str | None, ctx: int | None,
-    kv_dtype: str | None, ram_mb: int | None, allocated_mb: int, live_allocated: Callable[[], int] | None = None,
+    settings: Settings, *, framework: str | None, model: str | None, ctx: int | None, kv_dtype: str | None,
+    ram_mb: int | None, allocated_mb: int, live_allocated: Callable[[], int] | None = None,
 ) -> dict[str, Any] | None:
-    """The guard's GPU working-set check; None when neither ``framework`` nor ``model`` is given.
-
-    ``requested_mb`` (the --gpu claim) does not change the working set; it is echoed as ``requested_mb``.
-    """
+    """The guard's GPU working-set check; None when neither ``framework`` nor ``model`` is given. The claim asked
+    of the ledger does not change it (``core.guard.with_working_set`` adds it as ``requested_mb``)."""
     if not framework and not model:
         return None
     full = evaluate(settings, framework=framework, model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb,
                     allocated_mb=allocated_mb, live_allocated=live_allocated)
-    ws = dict(full["working_set"])
-    ws["requested_mb"] = requested_mb
-    return {"working_set": ws, "fits": full["fits"], "reason": full["reason"], "detail": full["detail"]}
+    return {"working_set": full["working_set"], "fits": full["fits"], "reason": full["reason"],
+            "detail": full["detail"]}
 
 
 def estimate_from_command(settings: Settings, cmdline: str) -> int | None:

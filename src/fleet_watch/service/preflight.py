@@ -169,7 +169,7 @@ def _working_set(fleet: Fleet, req: GuardRequest, allocated_mb: int, live_alloca
                  ) -> dict[str, Any]:
     from fleet_watch.service.estimate import guard_working_set
 
-    est = guard_working_set(fleet.settings, requested_mb=req.gpu_mb, framework=req.framework, model=req.model,
+    est = guard_working_set(fleet.settings, framework=req.framework, model=req.model,
                             ctx=req.ctx, kv_dtype=req.kv_dtype, ram_mb=req.ram_mb, allocated_mb=allocated_mb,
                             live_allocated=live_allocated)
     assert est is not None  # wants_estimate: a framework or a model was given
