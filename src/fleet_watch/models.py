@@ -10,15 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fleet_watch.core import liveness
+
 ClaimKind = Literal["port", "repo", "gpu"]
 CLAIM_KINDS: tuple[ClaimKind, ...] = ("port", "repo", "gpu")
 
 # The single GPU pool used where a machine has one device or none (the README's ledger).
 GPU_POOL = "all"
-
-# A start time read twice for the same process can differ by a clock tick; a reused PID cannot start
-# within this window of the original (PIDs only come back after the whole PID space has cycled).
-START_TIME_TOLERANCE_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +27,7 @@ class ProcessIdentity:
     start_time: float
 
     def same_process(self, other_start_time: float | None) -> bool:
-        return other_start_time is not None and abs(other_start_time - self.start_time) <= START_TIME_TOLERANCE_S
+        return liveness.same_start(self.start_time, other_start_time)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

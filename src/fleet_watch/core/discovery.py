@@ -9,7 +9,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fleet_watch.models import START_TIME_TOLERANCE_S, ProcessRecord
+from fleet_watch.core import liveness as live_rule
+from fleet_watch.models import ProcessRecord
 
 # The four places a process's GPU figure can come from, best first.
 GPU_SOURCES = ("nvml", "apple_footprint", "estimate", "pattern_default")
@@ -320,11 +321,8 @@ def liveness(record: ProcessRecord, proc: ProcLike | None) -> str | None:
     """Why a row's process is gone according to the scan, ``None`` if alive, ``"absent"`` if not seen."""
     if proc is None:
         return "absent"
-    if proc.start_time is None or abs(proc.start_time - record.start_time) > START_TIME_TOLERANCE_S:
-        return "pid_reused"
-    if proc.is_zombie:
-        return "zombie"
-    return None
+    return live_rule.death_reason(record.start_time, exists=True, start_time=proc.start_time,
+                                  is_zombie=proc.is_zombie)
 
 
 def plan_changes(

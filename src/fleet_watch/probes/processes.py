@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from fleet_watch.core import liveness
+
 
 @dataclass(frozen=True, slots=True)
 class ProcessFacts:
@@ -89,9 +91,9 @@ def process_facts(pid: int, proc_root: Path | None = None) -> ProcessFacts | Non
     return _psutil_facts(pid)
 
 
-def is_alive(pid: int, start_time: float, tolerance: float) -> bool:
-    """True when ``pid`` runs, is not a zombie, and started when the registry says it did."""
+def death_reason(pid: int, start_time: float) -> str | None:
+    """The liveness rule (``core.liveness``) for one recorded identity, asked of the kernel now."""
     facts = process_facts(pid)
-    if facts is None or facts.is_zombie:
-        return False
-    return abs(facts.start_time - start_time) <= tolerance
+    if facts is None:
+        return liveness.death_reason(start_time, exists=False, start_time=None, is_zombie=False)
+    return liveness.death_reason(start_time, exists=True, start_time=facts.start_time, is_zombie=facts.is_zombie)

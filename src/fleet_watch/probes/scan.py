@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleet_watch.core import liveness
 from fleet_watch.probes import _linux
 
 MIB = 1024 * 1024
@@ -153,7 +154,7 @@ class ProcessScanner:
 
         try:
             proc = psutil.Process(pid)
-            if start_time is not None and abs(proc.create_time() - start_time) > 0.05:
+            if start_time is not None and not liveness.same_start(start_time, proc.create_time()):
                 return None
             with proc.oneshot():
                 try:

@@ -18,9 +18,9 @@ from fleet_watch import clock as clocks
 from fleet_watch.config import Detected, Settings, ensure_home, load_settings
 from fleet_watch.core import chain, guard, paths
 from fleet_watch.errors import Conflict, NotFound, UsageError
-from fleet_watch.models import GPU_POOL, START_TIME_TOLERANCE_S, Claim, GpuBudget, ProcessRecord
+from fleet_watch.models import GPU_POOL, Claim, GpuBudget, ProcessRecord
 from fleet_watch.probes import ports as port_probe
-from fleet_watch.probes.processes import process_facts
+from fleet_watch.probes.processes import death_reason, process_facts
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import immediate, open_db, snapshot
 
@@ -70,15 +70,8 @@ class Fleet:
     # -- liveness ---------------------------------------------------------------------------------------
     @staticmethod
     def death_reason(record_pid: int, start_time: float) -> str | None:
-        """Why a registered identity is no longer live, or ``None`` while it is."""
-        facts = process_facts(record_pid)
-        if facts is None:
-            return "dead_pid"
-        if facts.is_zombie:
-            return "zombie"
-        if abs(facts.start_time - start_time) > START_TIME_TOLERANCE_S:
-            return "pid_reused"
-        return None
+        """Why a registered identity is no longer live, or ``None`` while it is (``core.liveness``)."""
+        return death_reason(record_pid, start_time)
 
     def _event(self, event_type: str, pid: int | None, workstream: str | None, detail: dict[str, Any]) -> None:
         audit.append(self.conn, timestamp=clocks.iso_utc(self.clock.now()), event_type=event_type, pid=pid,

@@ -17,6 +17,7 @@ from typing import Any
 from fleet_watch import clock as clocks
 from fleet_watch.core import discovery as dcore
 from fleet_watch.core import health as core
+from fleet_watch.core import liveness
 from fleet_watch.models import ProcessRecord
 from fleet_watch.probes.memory import MemoryProbe
 from fleet_watch.service.discovery import Discovery, Snapshot
@@ -48,7 +49,7 @@ def cpu_rates(before: Mapping[int, tuple[float | None, float | None]],
     out: dict[int, float] = {}
     for pid, (start, cpu_s) in after.items():
         prior = before.get(pid)
-        if prior is None or prior[0] is None or start is None or abs(prior[0] - start) > 0.05:
+        if prior is None or not liveness.same_start(prior[0], start):
             continue
         pct = core.cpu_percent(prior[1], cpu_s, interval_s)
         if pct is not None:

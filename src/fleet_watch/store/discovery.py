@@ -9,6 +9,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 
+from fleet_watch.core import liveness
 from fleet_watch.store import registry
 
 
@@ -77,6 +78,10 @@ def conflict_logged(conn: sqlite3.Connection, *, pid: int, start_time: float, po
         except json.JSONDecodeError:
             continue
         if (body.get("source") == "discover" and body.get("port") == port
-                and abs(float(body.get("start_time") or 0) - start_time) < 1):
+                and liveness.same_start(start_time, _float(body.get("start_time")))):
             return True
     return False
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
