@@ -90,7 +90,7 @@ def test_registered_holder_denies_and_dead_holder_does_not(fleet, children: Chil
     assert (holder["pid"], holder["name"], holder["port"]) == (proc.pid, "canary", port)
     check = fleet("check", "--port", str(port))
     assert check.returncode == 1
-    assert f"PID {proc.pid} (canary)" in check.stderr
+    assert f"PID {proc.pid} (canary)" in check.stdout  # one stream: a refusal is not hidden by 2>/dev/null
     proc.kill()
     proc.wait()
     # guard and check agree that a dead holder holds nothing, and neither writes.
@@ -146,6 +146,12 @@ def test_gpu_budget_is_a_sum_over_live_claims(fleet, children: Children) -> None
     assert g["allowed"] is True
     assert g["state"]["gpu_budget"]["allocated_mb"] == 20000
     assert fleet("check", "--gpu", "8000").returncode == 0
+    b.kill()
+    b.wait()
+    # Every view counts live holders only, also when no request needs the room (no --gpu here).
+    assert fleet("guard", "--port", "18777", "--json").json()["state"]["gpu_budget"]["allocated_mb"] == 0
+    assert fleet("status", "--json").json()["gpu_budget"]["allocated_mb"] == 0
+    assert fleet("status", "--json").json()["process_count"] == 0
 
 
 def test_human_output(fleet, children: Children) -> None:
@@ -155,10 +161,13 @@ def test_human_output(fleet, children: Children) -> None:
     lines = r.stdout.splitlines()
     assert r.returncode == 1
     assert lines[0] == "DENY"
-    assert lines[1].startswith(f"Port {port}: port {port} in use by PID {server.pid}")
-    assert lines[2].startswith("  Suggested ports: ")
+    assert lines[1].startswith(f"Port: port {port} in use by PID {server.pid}")  # the port named once per line
+    assert lines[-1].count(str(port)) <= 1
+    assert lines[1].count(f"Port {port}") == 0
+    assert any(line.startswith("  Suggested ports: ") for line in lines)
     assert "GPU 1024MB: available (57344MB free)" in lines
-    assert "GPU budget available: 57344MB (0MB allocated)" in lines
+    assert "GPU budget: 57344MB available, 0MB claimed" in lines
+    assert all(len(line) <= 80 for line in lines), lines
 
 
 @pytest.mark.parametrize(
@@ -253,7 +262,9 @@ def test_unknown_command_and_version(fleet) -> None:
     assert fleet("frobnicate").returncode == 2
     v = fleet("--version")
     assert v.returncode == 0
-    assert "0.4.0" in v.stdout
+    from importlib.metadata import version
+
+    assert version("fleet-watch") in v.stdout  # one source: pyproject.toml, through the installed metadata
 
 
 def test_state_dir_from_env(tmp_path: Path, children: Children) -> None:

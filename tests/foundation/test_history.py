@@ -64,5 +64,5 @@ def test_status_json_has_the_state_keys(fleet, children: Children) -> None:
     assert [e["event_type"] for e in doc["recent_events"]] == ["CONFLICT", "REGISTER"]
     assert doc["processes"][0]["alive"] is True
     human = fleet("status").stdout
-    assert "Active processes (1):" in human
+    assert "Registered processes (1 live):" in human
     assert "18950" in human

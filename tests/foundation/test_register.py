@@ -47,12 +47,17 @@ def test_register_records_identity_and_claims(fleet, fleet_home: Path, children:
 @pytest.mark.parametrize(
     ("extra", "code", "fragment"),
     [
-        (["--port", "0"], 2, "port must be between 1 and 65535"),
-        (["--port", "70000"], 2, "port must be between 1 and 65535"),
+        (["--port", "0"], 2, "'--port': 0 is not in the range 1<=x<=65535"),
+        (["--port", "70000"], 2, "'--port': 70000 is not in the range 1<=x<=65535"),
         (["--port", "abc"], 2, "abc"),
-        (["--gpu", "-100"], 2, "GPU MB must be >= 0"),
-        (["--priority", "6"], 2, "priority must be 1-5"),
+        (["--gpu", "-100"], 2, "'--gpu': -100 is not in the range"),
+        (["--gpu", "99999999999999999999"], 2, "'--gpu'"),
+        (["--priority", "6"], 2, "'--priority': 6 is not in the range 1<=x<=5"),
         (["--name", "  "], 2, "name must not be empty"),
+        (["--name", "two\nlines"], 2, "name must not contain control characters"),
+        (["--name", "x" * 100_000], 2, "name is 100000 characters long; at most 200"),
+        (["--workstream", "a\x1b[31mred"], 2, "workstream must not contain control characters"),
+        (["--session-id", "s\r"], 2, "must not contain control characters"),
         (["--bogus"], 2, "No such option"),
     ],
 )
@@ -63,6 +68,7 @@ def test_register_validates_input(fleet, children: Children, extra: list[str], c
     assert r.returncode == code, (r.stdout, r.stderr)
     assert fragment in r.stderr
     assert "Traceback" not in r.stderr
+    assert len(r.stderr) < 1000  # user input is quoted truncated, never echoed whole
     assert fleet("status", "--json").json()["process_count"] == 0  # nothing half-written
 
 

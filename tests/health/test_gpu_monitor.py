@@ -35,7 +35,8 @@ def opened(fleet_home: Path) -> Iterator[Fleet]:
 
 
 def _events(f: Fleet, event_type: str) -> list[dict[str, Any]]:
-    rows = f.conn.execute("SELECT pid, detail FROM events WHERE event_type = ? ORDER BY seq", (event_type,))
+    with f.reading() as conn:
+        rows = list(conn.execute("SELECT pid, detail FROM events WHERE event_type = ? ORDER BY seq", (event_type,)))
     return [{"pid": pid, **json.loads(d)} for pid, d in rows]
 
 

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fleet_watch.config import PressureThresholds
+
 MIB = 1024 * 1024
 SESSION_HOT_CPU_PCT = 20.0  # an orphaned agent burning this much CPU needs a human
 GPU_FULL_WARN_PCT = 95.0
@@ -116,13 +118,13 @@ def darwin_counters(
     )
 
 
-def pressure_label(mem: MemoryCounters | None, thresholds: Mapping[str, float]) -> str:
+def pressure_label(mem: MemoryCounters | None, thresholds: PressureThresholds) -> str:
     """``pressure_thresholds`` on pressure_pct, raised (never lowered) by what the kernel itself reports:
     macOS pressure level 2/4, or Linux PSI stalls."""
     if mem is None or mem.total_mb <= 0:
         return "UNAVAILABLE"
     pct = mem.pressure_pct
-    level = 2 if pct >= thresholds["critical"] else 1 if pct >= thresholds["elevated"] else 0
+    level = 2 if pct >= thresholds.critical else 1 if pct >= thresholds.elevated else 0
     if mem.os_pressure_level is not None:
         level = max(level, 2 if mem.os_pressure_level >= 4 else 1 if mem.os_pressure_level >= 2 else 0)
     if mem.psi:
@@ -161,7 +163,7 @@ def pageout_rate(
 
 def memory_view(
     cur: MemoryCounters | None, prev: MemoryCounters | None, interval_s: float | None,
-    thresholds: Mapping[str, float],
+    thresholds: PressureThresholds,
 ) -> dict[str, Any]:
     label = pressure_label(cur, thresholds)
     if cur is None:
