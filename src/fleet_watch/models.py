@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fleet_watch.core import liveness
-
 ClaimKind = Literal["port", "repo", "gpu"]
 
 # Where a GPU figure comes from. Only a firm claim counts against the budget and can deny anyone: one registered
@@ -22,17 +20,6 @@ FIRM_BASES: frozenset[str] = frozenset({"declared", "measured", "reserved"})
 
 # The single GPU pool used where a machine has one device or none (the README's ledger).
 GPU_POOL = "all"
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessIdentity:
-    """A process is its PID plus its start time (seconds since the epoch), never the PID alone."""
-
-    pid: int
-    start_time: float
-
-    def same_process(self, other_start_time: float | None) -> bool:
-        return liveness.same_start(self.start_time, other_start_time)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,10 +34,6 @@ class Holder:
     workstream: str
     session_id: str
     priority: int
-
-    @property
-    def identity(self) -> ProcessIdentity:
-        return ProcessIdentity(self.pid, self.start_time)
 
     def describe(self) -> str:
         return f"PID {self.pid} ({self.name})"
@@ -94,10 +77,6 @@ class ProcessRecord:
     @property
     def gpu_mb(self) -> int:
         return sum(mb for _, mb in self.gpu)
-
-    @property
-    def identity(self) -> ProcessIdentity:
-        return ProcessIdentity(self.pid, self.start_time)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from fleet_watch import clock as clocks
 from fleet_watch.config import Detected, Settings, ensure_home, load_settings
-from fleet_watch.core import chain, guard, inputs
+from fleet_watch.core import chain, guard, inputs, liveness
 from fleet_watch.errors import Conflict, NotFound, UsageError
 from fleet_watch.models import GPU_POOL, Event, GpuBudget, ProcessRecord
 from fleet_watch.probes import ports as port_probe
@@ -252,7 +252,7 @@ class Fleet:
     ) -> Conflict | None:
         now_iso = clocks.iso_utc(self.clock.now())
         existing = registry.record_by_pid(self._conn, pid)
-        if existing is not None and not existing.identity.same_process(start_time):
+        if existing is not None and not liveness.same_start(existing.start_time, start_time):
             registry.delete_process(self._conn, existing.record_id)
             self._event("CLEAN", existing.pid, existing.workstream, {"reason": "pid_reused", "name": existing.name})
             existing = None
