@@ -217,10 +217,17 @@ def is_idle(cpu_pct: float | None, threshold: float) -> bool:
 def build_alerts(
     *, memory_label: str, memory_pct: int, rate_view: Mapping[str, Any] | None,
     devices: Sequence[Mapping[str, Any]], footprints: Sequence[Mapping[str, Any]],
+    budget: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Swap thrash, a GPU above 95 %, a process above its claim, a model server above its estimate,
-    and memory pressure. ``severity`` is ``critical`` or ``warning``; critical makes ``health`` exit 8."""
+    """Swap thrash, a GPU above 95 %, a process above its claim, a model server above its estimate, memory
+    pressure, and a ledger whose measured claims exceed its budget (discovery records what it measures, even past
+    the budget, and says so here rather than silently). ``severity`` is ``critical`` or ``warning``; critical makes
+    ``health`` exit 8."""
     alerts: list[dict[str, Any]] = []
+    if budget is not None and budget["available_mb"] < 0:
+        alerts.append({"type": "gpu_budget_overcommitted", "severity": "warning", "key": "budget",
+                       "allocated_mb": budget["allocated_mb"], "over_mb": -budget["available_mb"],
+                       "allocatable_mb": budget["total_mb"] - budget["reserve_mb"]})
     if memory_label in ("ELEVATED", "CRITICAL"):
         alerts.append({"type": "memory_pressure", "severity": "critical" if memory_label == "CRITICAL" else "warning",
                        "key": "memory", "label": memory_label, "pressure_pct": memory_pct})

@@ -217,8 +217,9 @@ class Fleet:
             inputs.port(p)
         inputs.non_negative(gpu_mb, "GPU MB")
         inputs.priority(priority)
-        inputs.text("name", name)
-        inputs.text("workstream", workstream)
+        if not update:  # an update keeps the registered name and workstream
+            inputs.text("name", name)
+            inputs.text("workstream", workstream)
         if session_id is not None:
             inputs.text("session id", session_id)
         if model is not None:
@@ -257,7 +258,7 @@ class Fleet:
             self._event("CLEAN", existing.pid, existing.workstream, {"reason": "pid_reused", "name": existing.name})
             existing = None
         if update and existing is None:
-            return self._conflict(pid, name, workstream, "pid", f"PID {pid} is not registered; register it first")
+            raise NotFound(f"PID {pid} is not registered; register it before adding claims with --update")
         if not update and existing is not None:
             return self._conflict(pid, name, workstream, "pid", f"PID {pid} is already registered as "
                                   f"{existing.name}; release it first, or add claims with --update")

@@ -140,8 +140,10 @@ def monitor_view(disc: Discovery, cur: Sample, prev_memory: core.MemoryCounters 
     rate_view = core.pageout_rate(cur.memory, prev_memory, interval_s, thrash)
     devices = devices_view(cur.snap)
     footprints = footprints_view(disc, cur.snap, records)
+    fleet = disc.fleet
+    budget, _ = fleet.budgets(fleet.ledger(), None)
     alerts = core.build_alerts(memory_label=memory_doc["pressure_label"], memory_pct=memory_doc["pressure_pct"],
-                               rate_view=rate_view, devices=devices, footprints=footprints)
+                               rate_view=rate_view, devices=devices, footprints=footprints, budget=budget.to_dict())
     return {
         "timestamp_s": cur.wall, "generated_utc": clocks.iso_utc(cur.wall), "pageout_rate": rate_view,
         "thrashing": bool(rate_view and rate_view["thrashing"]), "devices": devices,
@@ -216,7 +218,8 @@ def log_new_alerts(fleet: Fleet, monitor: Mapping[str, Any], previous: Mapping[s
     if fresh:
         with fleet.writing() as conn:
             for a in fresh:
-                event = "MEMORY_PRESSURE" if a["type"] == "memory_pressure" else "GPU_MEMORY_PRESSURE"
+                event = {"memory_pressure": "MEMORY_PRESSURE", "gpu_budget_overcommitted": "GPU_OVERCOMMIT"}.get(
+                    str(a["type"]), "GPU_MEMORY_PRESSURE")
                 fleet.event(conn, event, a.get("pid"), None, {"reason": a["type"], **dict(a)})
     return [str(a["key"]) for a in fresh]
 

@@ -98,6 +98,9 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise translate(err) from err
     try:
         yield conn
+    except sqlite3.Error as err:  # a write refused inside (read-only file, full disk, corruption): one line
+        conn.execute("ROLLBACK")
+        raise translate(err) from err
     except BaseException:
         conn.execute("ROLLBACK")
         raise
