@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
-    except SystemExit as err:
+    except SystemExit:
         # click answers a broken pipe (EPIPE while writing) with sys.exit(1) after wrapping stdout: the reader left
         # (`fleet history | head -1`), which is not a denial.
         if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):  # click's own marker for a broken pipe
