@@ -113,7 +113,8 @@ def test_same_session_may_share_a_repo(fleet, children: Children, tmp_path: Path
 
 def test_heartbeat_release_and_not_found(fleet, fleet_home: Path, children: Children) -> None:
     proc = children.sleeper()
-    fleet("register", "--pid", str(proc.pid), "--name", "n", "--workstream", "w", "--port", "18300")
+    assert fleet("register", "--pid", str(proc.pid), "--name", "n", "--workstream", "w",
+                 "--port", "18300").returncode == 0
     assert fleet("heartbeat", "--pid", str(proc.pid)).returncode == 0
     assert fleet("heartbeat", "--pid", "999999").returncode == 3
     released = fleet("release", "--port", "18300")
@@ -152,7 +153,8 @@ def test_clean_drops_dead_zombie_and_reused_rows(fleet, fleet_home: Path, childr
 
 def test_clean_logs_heartbeat_expiry_once(fleet, fleet_home: Path, children: Children) -> None:
     proc = children.sleeper()
-    fleet("register", "--pid", str(proc.pid), "--name", "quiet", "--workstream", "w", "--port", "18450")
+    assert fleet("register", "--pid", str(proc.pid), "--name", "quiet", "--workstream", "w",
+                 "--port", "18450").returncode == 0
     conn = sqlite3.connect(fleet_home / "registry.db")
     conn.execute("UPDATE processes SET last_heartbeat = '2020-01-01T00:00:00.000000+00:00'")
     conn.commit()

@@ -153,5 +153,8 @@ def test_the_real_machine() -> None:
         assert 0 <= mem.available_mb <= mem.total_mb
         assert 0 <= mem.pressure_pct <= 100
         assert mem.pageouts is not None
+    elif sys.platform == "darwin":
+        assert mem is not None
+        assert mem.total_mb > 0
     else:
-        assert mem is None or mem.total_mb > 0
+        assert mem is None

@@ -7,7 +7,9 @@ A read-only command on an up-to-date database takes no write lock: the schema ch
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +17,10 @@ from pathlib import Path
 from fleet_watch.errors import DatabaseError
 from fleet_watch.store.migrations import MIGRATIONS, apply_migrations
 
-BUSY_TIMEOUT_MS = 5000
+# How long a writer waits for the write lock. Claim-changing transactions are short (milliseconds), but 40 agents
+# registering at once on a loaded 2-core machine queue for seconds: 5 s was seen to fail a racer with "locked"
+# (exit 5) there. Readers never wait in WAL mode, so only writers can ever take this long.
+BUSY_TIMEOUT_MS = 30000
 
 
 def _writable(path: Path) -> bool:
@@ -59,10 +64,7 @@ def open_db(path: Path) -> sqlite3.Connection:
             raise DatabaseError(f"{path} needs a schema upgrade ({version} -> {len(MIGRATIONS)}) that this user "
                                 "cannot write: run any fleet command as its owner first")
         if version < len(MIGRATIONS):
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            with immediate(conn):
-                apply_migrations(conn)
+            _initialise(conn)
         elif version > len(MIGRATIONS):
             raise DatabaseError(
                 f"{path} has schema version {version}, newer than this fleet-watch knows ({len(MIGRATIONS)}): upgrade"
@@ -74,6 +76,31 @@ def open_db(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _is_busy(err: BaseException) -> bool:
+    cause = err.__cause__ if isinstance(err, DatabaseError) else err
+    return isinstance(cause, sqlite3.OperationalError) and ("locked" in str(cause) or "busy" in str(cause))
+
+
+def _initialise(conn: sqlite3.Connection) -> None:
+    """WAL mode and the migrations, for a database that lacks them: on a fresh machine, 40 agents may all arrive
+    here at once. Switching to WAL needs the database to itself and SQLite answers "locked" at once, without its
+    busy handler, while others hold it open; so retry, with jitter, within the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            with immediate(conn):
+                apply_migrations(conn)  # idempotent: a racer that finds the work done does nothing
+            return
+        except (sqlite3.OperationalError, DatabaseError) as err:
+            if not _is_busy(err) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.25)
 
 
 def translate(err: sqlite3.Error, path: Path | None = None) -> DatabaseError:
@@ -91,11 +118,22 @@ def translate(err: sqlite3.Error, path: Path | None = None) -> DatabaseError:
 
 @contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction that holds the write lock from its first statement to COMMIT."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as err:
-        raise translate(err) from err
+    """One write transaction that holds the write lock from its first statement to COMMIT.
+
+    SQLite's busy handler waits for the lock, but some "locked" answers bypass it (a connection that meets the
+    switch to WAL, or WAL recovery in progress): those are retried here, with jitter, within the same timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.Error as err:
+            if not _is_busy(err) or time.monotonic() + delay > deadline:
+                raise translate(err) from err
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.25)
     try:
         yield conn
     except sqlite3.Error as err:  # a write refused inside (read-only file, full disk, corruption): one line
