@@ -104,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.USAGE)
     except click.UsageError as err:
         message = err.format_message().splitlines()[0] if err.format_message() else "usage error"
-        if err.ctx is not None and not as_json:
-            click.echo(err.ctx.get_usage(), err=True)
+        if err.ctx is not None and not as_json:  # one line: the error, and where the usage is
+            message += f" (see '{err.ctx.command_path} --help')"
         return _report(message, "usage_error", int(ExitCode.USAGE), as_json, command)
     except click.Abort:
         return _report("aborted", "aborted", 130, as_json, command)
