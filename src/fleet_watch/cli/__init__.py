@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "discover": ("fleet_watch.cli.discover", "discover", "Scan processes once; register, update and clean workloads."),
     "watch": ("fleet_watch.cli.watch", "watch", "Discovery cycles in the foreground until SIGINT/SIGTERM."),
     "health": ("fleet_watch.cli.health", "health", "Memory pressure, sessions, idle workloads, GPU memory watch."),
+    "report": ("fleet_watch.cli.report", "report", "Write STATE_REPORT.md, state.json and the changelog entry."),
+    "changelog": ("fleet_watch.cli.report", "changelog", "What changed between successive states (bounded, rotated)."),
+    "metrics": ("fleet_watch.cli.report", "metrics", "Prometheus metrics on stdout or to a node_exporter textfile."),
 }
 
 

@@ -46,10 +46,12 @@ def gather_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | Non
         memory = last_cycle.current_memory(fleet.settings, cycle, now)
     else:
         memory = cycle.get("memory") or last_cycle.current_memory(fleet.settings, None, now)
+    from fleet_watch.service.report import ownership_inputs  # the views' one source of ownership classes
+
     return build_state(
         now=now, records=records, alive=alive, budget=budget, preferred_ports=fleet.settings.preferred_ports,
         safe_ports=fleet.free_ports(None, occupied), recent_events=recent, conflicts_24h=conflicts,
         system_memory=memory,
         sessions=last_cycle.listed(cycle, "sessions"), idle=last_cycle.listed(cycle, "idle"),
-        gpu_memory_monitor=last_cycle.monitor_of(cycle),
+        gpu_memory_monitor=last_cycle.monitor_of(cycle), ownership=ownership_inputs(fleet, now, records, alive),
     )
