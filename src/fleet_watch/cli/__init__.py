@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "health": ("fleet_watch.cli.health", "health", "Memory pressure, sessions, idle workloads, GPU memory watch."),
     "report": ("fleet_watch.cli.report", "report", "Write STATE_REPORT.md, state.json and the changelog entry."),
     "changelog": ("fleet_watch.cli.report", "changelog", "What changed between successive states (bounded, rotated)."),
+    "top": ("fleet_watch.cli.top", "top", "Live view of processes, classes, GPU claims and sessions (q quits)."),
     "metrics": ("fleet_watch.cli.report", "metrics", "Prometheus metrics on stdout or to a node_exporter textfile."),
 }
 
