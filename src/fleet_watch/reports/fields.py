@@ -29,6 +29,11 @@ def text(value: object, default: str = "") -> str:
     return value if isinstance(value, str) else default
 
 
+def oneline(value: object, default: str = "") -> str:
+    """Outside text for a line of a screen or table: control characters (line breaks, escapes) become spaces."""
+    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text(value, default))
+
+
 def rows(doc: Mapping[str, Any] | None, key: str) -> list[Mapping[str, Any]]:
     """``doc[key]`` as a list of objects; anything else in it is dropped."""
     value = (doc or {}).get(key)

@@ -28,7 +28,7 @@ def _process_rows(state: Mapping[str, Any]) -> list[tuple[str, str, str, str, st
     out = []
     for p in f.rows(state, "processes"):
         key = f.identity(p)
-        out.append((str(f.integer(p.get("pid"))), f.text(p.get("name"), "?"), f.text(p.get("workstream"), "?"),
+        out.append((str(f.integer(p.get("pid"))), f.oneline(p.get("name"), "?"), f.oneline(p.get("workstream"), "?"),
                     classes.get(key, "?") if key else "?", ",".join(map(str, f.ints(p.get("ports")))) or "-",
                     f"{f.integer(p.get('gpu_mb')):,}"))
     return out
@@ -50,7 +50,8 @@ def _sessions_line(state: Mapping[str, Any]) -> str:
         return "Sessions: none detected"
     kinds: dict[str, int] = {}
     for s in sessions:
-        kinds[f.text(s.get("kind"), "?")] = kinds.get(f.text(s.get("kind"), "?"), 0) + 1
+        kind = f.oneline(s.get("kind"), "?")
+        kinds[kind] = kinds.get(kind, 0) + 1
     attention = sum(1 for s in sessions if s.get("attention") is True)
     rss = sum(f.integer(s.get("rss_mb")) for s in sessions)
     return (f"Sessions: {', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))} ({rss:,} MB)"
@@ -62,8 +63,8 @@ def _event_lines(state: Mapping[str, Any]) -> list[str]:
     for e in f.rows(state, "recent_events")[:EVENTS_SHOWN]:
         detail = f.obj(e, "detail")
         pid = e.get("pid")
-        what = f.text(detail.get("reason")) or f.text(detail.get("name"))
-        out.append(f"{f.short_time(e.get('timestamp'))[11:]} {f.text(e.get('event_type'), '?')}"
+        what = f.oneline(detail.get("reason")) or f.oneline(detail.get("name"))
+        out.append(f"{f.short_time(e.get('timestamp'))[11:]} {f.oneline(e.get('event_type'), '?')}"
                    f"{f' PID {pid}' if isinstance(pid, int) else ''}{' ' + what if what else ''}")
     return out
 
@@ -71,7 +72,7 @@ def _event_lines(state: Mapping[str, Any]) -> list[str]:
 def _budget_rows(state: Mapping[str, Any], budgets: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, int]]:
     """(device, allocated MB, allocatable MB)."""
     rows = list(budgets) or [{"device": "all", **f.obj(state, "gpu_budget")}]
-    return [(str(b.get("device")), f.integer(b.get("allocated_mb")),
+    return [(f.oneline(str(b.get("device"))), f.integer(b.get("allocated_mb")),
              f.integer(b.get("total_mb")) - f.integer(b.get("reserve_mb"))) for b in rows]
 
 
@@ -95,8 +96,14 @@ def screen(state: Mapping[str, Any], budgets: Sequence[Mapping[str, Any]] = (), 
     summary = Text(_summary(state), no_wrap=True, overflow="ellipsis")
     budget_rows = _budget_rows(state, budgets)
     events = _event_lines(state)
-    fixed = 3 + 3 + len(budget_rows) + 1 + 1 + (len(events) + 1 if events else 0) + 2
-    room = max(1, height - fixed)
+    # header, summary, blank, table header, blank, bars (+ memory), sessions, footer: the rest is the process list,
+    # at least two lines of it (events give way first).
+    fixed = 8 + len(budget_rows)
+    room = height - fixed - (len(events) + 1 if events else 0)
+    if room < 3:
+        events = []
+        room = height - fixed
+    room = max(2, room)
     rows = _process_rows(state)
     table = Table(expand=True, box=None, pad_edge=False, show_edge=False, header_style="bold")
     table.add_column("PID", justify="right", no_wrap=True, min_width=5)
