@@ -111,11 +111,12 @@ def test_top_shows_the_process_and_quits_restoring_the_terminal(fleet_home: Path
         term.close()
 
 
-def test_top_quits_on_sigterm_too(fleet_home: Path, registered: int) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_top_quits_on_sigterm_and_sighup_too(fleet_home: Path, registered: int, sig: signal.Signals) -> None:
     term = Terminal(fleet_home, "--interval", "0.5")
     try:
         term.read_until(b"pty-visible-srv")
-        term.proc.send_signal(signal.SIGTERM)
+        term.proc.send_signal(sig)
         assert term.finish() == 0
         assert LEAVE_ALT_SCREEN in term.output
         assert termios.tcgetattr(term.slave) == term.modes_before

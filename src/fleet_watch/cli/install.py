@@ -18,13 +18,13 @@ def _host() -> Host:
     ours): the `fleet` script next to this Python (a venv or pipx), else this Python with ``-m fleet_watch``."""
     import pwd
 
-    from fleet_watch.config import HOME_ENV
+    from fleet_watch.config import HOME_ENV, resolve_home
 
     script = shutil.which("fleet", path=str(Path(sys.executable).parent))
     argv = (os.path.abspath(script),) if script else (os.path.abspath(sys.executable), "-m", "fleet_watch")
     user_home = Path.home()
     config_home = Path(os.environ.get("XDG_CONFIG_HOME") or user_home / ".config")
-    env = {HOME_ENV: str(Path(os.environ[HOME_ENV]).expanduser().absolute())} if os.environ.get(HOME_ENV) else {}
+    env = {HOME_ENV: str(resolve_home(os.environ))} if os.environ.get(HOME_ENV) else {}
     try:
         user = pwd.getpwuid(os.getuid()).pw_name
     except KeyError:

@@ -8,6 +8,7 @@ it prints one plain table and exits, like ``top -b -n 1``.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -119,6 +120,10 @@ def _live(fleet: Fleet, interval: float) -> int:
                     return 0
     except (KeyboardInterrupt, _Quit):
         return 0
+    except OSError as err:
+        if err.errno in (errno.EIO, errno.EBADF, errno.EPIPE):  # the terminal went away (ssh dropped): done
+            return 0
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -272,7 +272,7 @@ def _budget(state: Mapping[str, Any], budgets: Sequence[Mapping[str, Any]]) -> l
         out.append(f"| {md(b.get('device'))} | {f.mb(b.get('total_mb'))} | {f.mb(b.get('reserve_mb'))} | "
                    f"{f.mb(b.get('allocated_mb'))} | {f.mb(b.get('available_mb'))} |")
     claimed = f.obj(state, "ports_claimed")
-    ports = sorted(claimed, key=lambda p: f.integer(int(p) if p.isdigit() else 0))
+    ports = sorted(claimed, key=lambda p: (len(p), p))  # numeric strings in numeric order
     out += ["",
             "- Ports claimed: " + f.join([f"{md(p)} (PID {f.integer(claimed[p])})" for p in ports]),
             "- Open ports: " + f.join(f.ints(state.get("safe_ports"))),
