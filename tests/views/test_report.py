@@ -179,3 +179,20 @@ def test_readers_never_see_a_torn_file_while_two_writers_rewrite(fleet: Any, fle
     # The writers took turns: nothing changed between their states, so no change was logged twice.
     lines = (fleet_home / "state_changelog.jsonl").read_text().splitlines()
     assert len(lines) == 1
+
+
+def test_a_stuck_report_writer_is_an_error_not_a_hang(fleet_home: Path) -> None:
+    import fcntl
+
+    from fleet_watch.errors import DatabaseError
+    from fleet_watch.service.report import LOCK_FILE, report_lock
+
+    fd = os.open(fleet_home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(DatabaseError, match="reports not written"), report_lock(fleet_home, wait_s=0.3):
+            pass
+    finally:
+        os.close(fd)
+    with report_lock(fleet_home, wait_s=0.3):  # free again once the holder let go
+        pass
