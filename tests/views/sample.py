@@ -73,3 +73,13 @@ def state(ownership: Ownership = OWNERSHIP, records: list[ProcessRecord] = RECOR
         budget=GpuBudget(total_mb=163840, reserve_mb=8192, allocated_mb=55296), preferred_ports=[8000, 8080],
         safe_ports=[8080], recent_events=[], conflicts_24h=3, system_memory=MEMORY, sessions=SESSIONS, idle=IDLE,
         gpu_memory_monitor=MONITOR, ownership=ownership)
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on right now (the kernel picks it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -124,15 +124,16 @@ def test_changelog_cli(fleet: Any, fleet_home: Path, children: Children) -> None
     assert "No changelog yet" in out.stdout
     assert fleet("changelog", "--json").json() == []
     proc = children.sleeper()
+    port = sample.free_port()
     assert fleet("register", "--pid", str(proc.pid), "--name", "srv", "--workstream", "demo", "--gpu", "512",
-                 "--port", "18241").returncode == 0
+                 "--port", str(port)).returncode == 0
     assert fleet("report").returncode == 0
     assert fleet("release", "--pid", str(proc.pid)).returncode == 0
     assert fleet("report").returncode == 0
     assert fleet("report").returncode == 0  # nothing changed: no third entry
     entries = fleet("changelog", "--json").json()
     assert len(entries) == 2
-    assert entries[0]["delta"]["processes_added"][0]["ports"] == [18241]
+    assert entries[0]["delta"]["processes_added"][0]["ports"] == [port]
     assert entries[1]["delta"]["processes_removed"][0]["pid"] == proc.pid
     lines = fleet("changelog").stdout.splitlines()
     assert f"+srv (PID {proc.pid}, 512MB)" in lines[0]

@@ -99,7 +99,7 @@ def test_textfile_is_atomic_readable_by_node_exporter_and_parses(fleet: Any, fle
                                                                  children: Children, tmp_path: Path) -> None:
     proc = children.sleeper()
     assert fleet("register", "--pid", str(proc.pid), "--name", "srv", "--workstream", "demo", "--gpu", "3072",
-                 "--port", "18251").returncode == 0
+                 "--port", str(sample.free_port())).returncode == 0
     target = tmp_path / "textfile" / "fleet.prom"
     target.parent.mkdir()
     out = fleet("metrics", "--textfile", str(target))

@@ -39,7 +39,8 @@ def _sections_in_order(text: str) -> list[str]:
 def test_report_writes_both_files_atomically_private_and_equal_to_status(fleet: Any, fleet_home: Path,
                                                                         children: Children) -> None:
     proc = children.sleeper()
-    assert fleet("register", "--pid", str(proc.pid), "--name", "srv", "--workstream", "demo", "--port", "18231",
+    port = sample.free_port()
+    assert fleet("register", "--pid", str(proc.pid), "--name", "srv", "--workstream", "demo", "--port", str(port),
                  "--gpu", "1024").returncode == 0
     out = fleet("report")
     assert out.returncode == 0, out.stderr
@@ -53,14 +54,14 @@ def test_report_writes_both_files_atomically_private_and_equal_to_status(fleet: 
     assert set(state) == STATE_KEYS
     status = fleet("status", "--json").json()
     assert set(status) == STATE_KEYS
-    for key in STATE_KEYS - {"generated_utc", "system_memory"}:  # read at another instant
+    for key in STATE_KEYS - {"generated_utc", "system_memory", "safe_ports"}:  # read at another instant
         assert state[key] == status[key], key
     assert [(c["pid"], c["classification"]) for c in state["process_classifications"]] == [(proc.pid, "live")]
 
     text = (fleet_home / "STATE_REPORT.md").read_text()
     assert text.startswith(TITLE)
     _sections_in_order(text)
-    assert f"| {proc.pid} | srv | `live` | 18231 | 1,024 MB |" in text
+    assert f"| {proc.pid} | srv | `live` | {port} | 1,024 MB |" in text
 
 
 def test_every_class_and_lease_reaches_the_state_and_the_report() -> None:
@@ -126,7 +127,8 @@ print("HEAVY=" + ",".join(heavy))
 @pytest.mark.parametrize("command", _FAST)
 def test_agent_fast_paths_never_pay_for_reports(fleet_home: Path, children: Children, command: str) -> None:
     proc = children.sleeper()
-    args = {"guard": ["guard", "--json", "--port", "18232"], "check": ["check", "--port", "18232"],
+    port = str(sample.free_port())
+    args = {"guard": ["guard", "--json", "--port", port], "check": ["check", "--port", port],
             "register": ["register", "--pid", str(proc.pid), "--name", "x", "--workstream", "w"]}.get(command,
                                                                                                    [command, "--help"])
     env = {**os.environ, "FLEET_WATCH_HOME": str(fleet_home)}
@@ -161,7 +163,7 @@ def test_readers_never_see_a_torn_file_while_two_writers_rewrite(fleet: Any, fle
     for i in range(40):  # a state.json of ~60 KB: big enough that a non-atomic write would be seen half-done
         proc = children.sleeper()
         assert fleet("register", "--pid", str(proc.pid), "--name", f"w{i}", "--workstream", f"ws{i % 4}",
-                     "--port", str(18300 + i)).returncode == 0
+                     "--repo", f"/srv/torn/{i}", "--gpu", "64").returncode == 0
     assert fleet("report").returncode == 0
     writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(fleet_home), "25"]) for _ in range(2)]
     children.procs.extend(writers)  # type: ignore[arg-type]

@@ -86,7 +86,7 @@ def _take_terminal() -> None:
 def registered(fleet: Any, children: Children) -> int:
     proc = children.sleeper()
     out = fleet("register", "--pid", str(proc.pid), "--name", "pty-visible-srv", "--workstream", "demo", "--port",
-                "18261", "--gpu", "2048")
+                str(sample.free_port()), "--gpu", "2048")
     assert out.returncode == 0, out.stderr
     return proc.pid
 
