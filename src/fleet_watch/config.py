@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from fleet_watch import jsonio
+from fleet_watch.atomic import write_text_atomic
 from fleet_watch.errors import ConfigError
 
 HOME_ENV = "FLEET_WATCH_HOME"
@@ -138,6 +139,7 @@ class Settings:
     pressure_thresholds: PressureThresholds = PressureThresholds()
     framework_overhead: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FRAMEWORK_OVERHEAD))
     gpu_pageout_thrash_threshold: float = DEFAULT_THRASH_PAGEOUTS_PER_S
+    changelog_max_bytes: int = 1 << 20  # one generation of state_changelog.jsonl; two are kept
     warnings: tuple[str, ...] = ()  # unknown keys, each with the nearest known one
 
     @property
@@ -182,21 +184,8 @@ def ensure_home(home: Path) -> None:
 
 
 def write_json_atomic(path: Path, document: object) -> None:
-    """Write ``document`` to ``path`` through a temp file and ``os.replace``: readers never see half a file."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())  # the bytes are on disk before the rename makes them the file
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``document`` as indented JSON through ``atomic.write_text_atomic``: readers never see half a file."""
+    write_text_atomic(path, json.dumps(document, indent=2) + "\n")
 
 
 def default_document(gpu_total_mb: int) -> dict[str, Any]:
@@ -309,7 +298,7 @@ def _regex(value: object, key: str) -> str:
 KNOWN_KEYS = frozenset({
     "gpu_total_mb", "gpu_reserve_mb", "preferred_ports", "physical_ram_mb", "patterns", "session_patterns",
     "idle_patterns", "idle_cpu_threshold", "pressure_thresholds", "gpu_estimator", "gpu_devices",
-    "gpu_pageout_thrash_threshold",
+    "gpu_pageout_thrash_threshold", "changelog_max_bytes",
 })
 _PATTERN_KEYS = frozenset({"name_template", "process_match", "workstream", "priority", "gpu_mb_default",
                            "gpu_mb_reserved"})
@@ -367,6 +356,7 @@ def settings_from_document(home: Path, doc: Mapping[str, Any]) -> Settings:
         framework_overhead=multipliers,
         gpu_pageout_thrash_threshold=_number(doc.get("gpu_pageout_thrash_threshold", DEFAULT_THRASH_PAGEOUTS_PER_S),
                                              "gpu_pageout_thrash_threshold", 1, 10_000_000, unit=" (pages per second)"),
+        changelog_max_bytes=_int_range(doc.get("changelog_max_bytes", 1 << 20), "changelog_max_bytes", 4096, 1 << 30),
         warnings=_unknown_keys(doc),
     )
 
@@ -411,6 +401,12 @@ def _session_patterns(value: object) -> tuple[SessionPatternSetting, ...]:
         out.append(SessionPatternSetting(name=pat["name"], kind=pat["kind"],
                                          process_match=_regex(pat.get("process_match"), f"{where}.process_match")))
     return tuple(out)
+
+
+def _int_range(value: object, key: str, low: int, high: int) -> int:
+    if not _is_int(value) or not low <= value <= high:
+        raise ConfigError(f"config key {key!r} must be an integer from {low} to {high}, got {_show(value)}")
+    return value
 
 
 def _number(value: object, key: str, low: float, high: float, unit: str = "") -> float:

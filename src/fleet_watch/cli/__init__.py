@@ -31,6 +31,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "discover": ("fleet_watch.cli.discover", "discover", "Scan processes once; register, update and clean workloads."),
     "watch": ("fleet_watch.cli.watch", "watch", "Discovery cycles in the foreground until SIGINT/SIGTERM."),
     "health": ("fleet_watch.cli.health", "health", "Memory pressure, sessions, idle workloads, GPU memory watch."),
+    "report": ("fleet_watch.cli.report", "report", "Write STATE_REPORT.md, state.json and the changelog entry."),
+    "changelog": ("fleet_watch.cli.report", "changelog", "What changed between successive states (bounded, rotated)."),
+    "top": ("fleet_watch.cli.top", "top", "Live view of processes, classes, GPU claims and sessions (q quits)."),
+    "install-systemd": ("fleet_watch.cli.install", "install_systemd", "Linux: run fleet watch as a systemd user unit."),
+    "uninstall-systemd": ("fleet_watch.cli.install", "uninstall_systemd", "Stop and remove the systemd user unit."),
+    "install-launchd": ("fleet_watch.cli.install", "install_launchd", "macOS: run fleet watch as a LaunchAgent."),
+    "uninstall-launchd": ("fleet_watch.cli.install", "uninstall_launchd", "Unload and remove the LaunchAgent."),
+    "metrics": ("fleet_watch.cli.report", "metrics", "Prometheus metrics on stdout or to a node_exporter textfile."),
 }
 
 

@@ -23,7 +23,7 @@ from fleet_watch.errors import Conflict, NotFound, UsageError
 from fleet_watch.models import GPU_POOL, Event, GpuBudget, ProcessRecord
 from fleet_watch.probes import ports as port_probe
 from fleet_watch.probes.processes import death_reason, is_descendant, process_facts
-from fleet_watch.service.ledger import Ledger
+from fleet_watch.service.ledger import DeathProbe, Ledger, kernel_death
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import immediate, open_db, snapshot
 
@@ -132,10 +132,11 @@ class Fleet:
                      workstream=workstream, detail=detail)
 
     # -- reading ------------------------------------------------------------------------------------------
-    def ledger(self) -> Ledger:
-        """One consistent read of every claim and holder (no write lock)."""
+    def ledger(self, probe: DeathProbe = kernel_death) -> Ledger:
+        """One consistent read of every claim and holder (no write lock). ``probe``: how liveness is asked (the
+        kernel now, or a process table a discovery cycle just scanned)."""
         with snapshot(self._conn):
-            return Ledger.read(self._conn)
+            return Ledger.read(self._conn, probe)
 
     def budgets(self, ledger: Ledger, device: str | None, *, exclude_record: int | None = None
                 ) -> tuple[GpuBudget, GpuBudget | None]:
