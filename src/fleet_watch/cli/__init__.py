@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "discover": ("fleet_watch.cli.discover", "discover", "Scan processes once; register, update and clean workloads."),
     "watch": ("fleet_watch.cli.watch", "watch", "Discovery cycles in the foreground until SIGINT/SIGTERM."),
     "health": ("fleet_watch.cli.health", "health", "Memory pressure, sessions, idle workloads, GPU memory watch."),
+    "models": ("fleet_watch.cli.servers", "models", "Model servers running here and the models they hold resident."),
+    "unload": ("fleet_watch.cli.servers", "unload", "Ask the server holding a model to unload it (never a signal)."),
+    "thunder": ("fleet_watch.cli.thunder", "thunder", "Thunder Compute instances as external resources."),
 }
 
 
