@@ -23,6 +23,7 @@ class StandIns:
         self.bin = root / "bin"
         self.pkgs = root / "pkgs"
         self.logs = root / "logs"
+        self.count = 0
         for d in (self.bin, self.pkgs, self.logs):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -49,7 +50,8 @@ class StandIns:
             cmd = [sys.executable, *argv]
         else:
             cmd = [str(self._wrapper(argv[0])), *argv[1:]]
-        log = self.logs / f"{len(list(self.logs.iterdir()))}.log"
+        self.count += 1
+        log = self.logs / f"{self.count}.log"
         env = {**os.environ, "PYTHONPATH": str(self.pkgs), "FAKE_PROGRAM": fake, "FAKE_MODE": mode,
                "FAKE_LOG": str(log), "FAKE_PORT": str(port)}
         if models is not None:

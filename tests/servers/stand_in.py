@@ -31,7 +31,7 @@ GIB = 1024**3
 parser = argparse.ArgumentParser(allow_abbrev=False)
 parser.add_argument("--host", default="127.0.0.1")
 parser.add_argument("--port", type=int, default=int(os.environ.get("FAKE_PORT", "0")))
-parser.add_argument("-m", "--model", default=None)
+parser.add_argument("-m", "--model", "--model-path", default=None)
 parser.add_argument("--api-key", default=None)
 parser.add_argument("--enable-sleep-mode", action="store_true")
 parser.add_argument("--enable-metrics", action="store_true")

@@ -155,6 +155,30 @@ def render_name(template: str, model: str | None) -> str:
 
 _NETWORK_FLAGS = frozenset({"--port", "--host", "--api-port", "--listen", "--bind"})
 
+# Flags whose value is a credential (llama-server, vLLM, SGLang, TGI, HF tools): a server's API key on its command
+# line must not travel into the registry, state.json or any output.
+SECRET_FLAGS = frozenset({"--api-key", "--admin-api-key", "--api-keys", "--hf-token", "--token", "--auth-token",
+                          "--access-token", "--secret", "--password"})
+REDACTED = "***"
+
+
+def redact(cmdline: str) -> str:
+    """The command line with the values of credential flags (``--api-key K``, ``--api-key=K``) replaced."""
+    out: list[str] = []
+    hide = False
+    for token in cmdline.split(" "):
+        if hide:
+            out.append(REDACTED)
+            hide = False
+            continue
+        flag, eq, _value = token.partition("=")
+        if flag.lower() in SECRET_FLAGS:
+            out.append(f"{flag}={REDACTED}" if eq else token)
+            hide = not eq
+            continue
+        out.append(token)
+    return " ".join(out)
+
 
 def estimate_key(cmdline: str) -> str:
     """The command line without its network flags: two servers that differ only in where they listen
@@ -235,7 +259,7 @@ def find_workloads(
         assert proc.start_time is not None
         out.append(Workload(
             pid=root, start_time=proc.start_time, uid=proc.uid, pattern=matched[root],
-            name=render_name(matched[root].name_template, model), model=model, cmdline=proc.cmdline,
+            name=render_name(matched[root].name_template, model), model=model, cmdline=redact(proc.cmdline),
             ports=tuple(ports), member_pids=tuple(group_sorted),
             rss_mb=sum(index[m].rss_mb or 0 for m in group_sorted),
         ))

@@ -111,7 +111,7 @@ def idle_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> list
         rss = obs.workload.rss_mb if obs else (p.rss_mb or 0)
         gpu = obs.gpu_mb if obs and obs.gpu_source in ("nvml", "apple_footprint") else 0
         out.append({
-            "pid": p.pid, "name": obs.workload.name if obs else p.name, "command": p.cmdline[:200],
+            "pid": p.pid, "name": obs.workload.name if obs else p.name, "command": dcore.redact(p.cmdline)[:200],
             "cpu_pct": cpu_pct, "rss_mb": rss, "gpu_mb": gpu, "reclaimable_mb": rss + gpu,
             "started": _started(p.start_time), "workload": obs is not None,
         })
