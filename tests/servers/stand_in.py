@@ -5,7 +5,7 @@ docs). Prints its port on one line, then serves until killed or ``--lifetime`` p
 
 Environment (invisible to discovery, which reads command lines):
   FAKE_PROGRAM  ollama | llama-server | vllm | sglang | lmstudio | openai
-  FAKE_MODE     ok (default) | html | hang | reset | loading | garbage
+  FAKE_MODE     ok (default) | html | hang | reset | loading | garbage | stubborn (Ollama: claims to unload, does not)
   FAKE_MODELS   JSON list of model objects (merged over the recorded example entry)
   FAKE_BUSY     "1": llama.cpp slots processing, vLLM/SGLang one request running
   FAKE_LOG      file to append "METHOD PATH auth=<yes|no>" per request (never the key itself)
@@ -38,6 +38,8 @@ parser.add_argument("--enable-metrics", action="store_true")
 parser.add_argument("--lifetime", type=float, default=300.0)
 args, _unknown = parser.parse_known_args()
 
+if args.model is None and "serve" in _unknown[:-1]:  # `vllm serve <model>`
+    args.model = _unknown[_unknown.index("serve") + 1]
 PROGRAM = os.environ.get("FAKE_PROGRAM", "ollama")
 MODE = os.environ.get("FAKE_MODE", "ok")
 BUSY = os.environ.get("FAKE_BUSY") == "1"
@@ -155,7 +157,8 @@ class Handler(BaseHTTPRequestHandler):
             name = body.get("model")
             known = [m for m in STATE["models"] if m["name"] == name or m["model"] == name]
             if body.get("keep_alive") == 0 and known:
-                STATE["models"] = [m for m in STATE["models"] if m not in known]
+                if MODE != "stubborn":  # stubborn: says it unloaded, keeps the model
+                    STATE["models"] = [m for m in STATE["models"] if m not in known]
                 return self._send(200, {"model": name, "created_at": "2026-11-28T10:00:00Z", "response": "",
                                         "done": True, "done_reason": "unload"})
             if not known:
