@@ -12,8 +12,14 @@ from typing import Any, Protocol
 from fleet_watch.core import liveness as live_rule
 from fleet_watch.models import ProcessRecord
 
-# The four places a process's GPU figure can come from, best first.
-GPU_SOURCES = ("nvml", "apple_footprint", "estimate", "pattern_default")
+# The places a process's GPU figure can come from, best first (docs/discovery.md says why in this order):
+# NVML measures every allocation the driver made for the process (CUDA context, compute buffers included);
+# Ollama's own /api/ps `size_vram` is what its scheduler placed on the GPU, right where NVML has no per-process
+# figure (macOS, containers without the host's PID namespace) and better than the Apple footprint, which also
+# counts the process's CPU-side memory and cannot tell weights on the GPU from weights in RAM.
+GPU_SOURCES = ("nvml", "ollama_api", "apple_footprint", "estimate", "pattern_default")
+# Sources that measure (rather than estimate) what a process holds.
+MEASURED_GPU_SOURCES = frozenset({"nvml", "ollama_api", "apple_footprint"})
 
 # Programs whose command line merely *mentions* a server (viewers, pagers, searchers, supervisors and
 # shells running "-c <script>"): matching them would register `less vllm.log` or `grep "ollama serve"`.
@@ -287,10 +293,15 @@ def attribute_gpu(
 
 def resolve_gpu(
     *, nvml_mb: int | None, footprint_mb: int | None, estimate_mb: int | None, default_mb: int,
+    server_mb: int | None = None,
 ) -> tuple[int, str]:
-    """NVML, then the Apple footprint, then the estimator's figure, then the pattern default."""
-    if nvml_mb is not None:
+    """NVML, then the server's own report (Ollama's loaded models), then the Apple footprint, then the estimator's
+    figure, then the pattern default. NVML's zero does not overrule a server that reports memory on the GPU: some
+    drivers (WSL2, some containers) list no per-process memory at all."""
+    if nvml_mb is not None and (nvml_mb > 0 or server_mb is None):
         return nvml_mb, "nvml"
+    if server_mb is not None:
+        return server_mb, "ollama_api"
     if footprint_mb is not None:
         return footprint_mb, "apple_footprint"
     if estimate_mb is not None:

@@ -150,6 +150,10 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
                 ledger = {**dev, "reason": f"GPU {device}: {dev['reason']}"}
             ledger["device"] = int(device)
         checks["gpu"] = guard.with_working_set(ledger, estimate) if estimate is not None else ledger
+        if not checks["gpu"]["allowed"]:  # denial path only: asks the registered model servers over HTTP
+            from fleet_watch.service.reclaim import reclaimable
+
+            checks["gpu"]["reclaimable"] = reclaimable(fleet, checks["gpu"])
 
     state = {
         "process_count": count - len(dead),

@@ -2,7 +2,8 @@
 
 Only over the server's own API (Ollama ``keep_alive: 0``, llama-server's router ``/models/unload``, LM Studio's
 ``/api/v1/models/unload``, vLLM's ``/sleep`` where sleep mode is on); never a signal. A discovered registry row of that
-server gives up the memory it freed in the same transaction as the event, so that the guard sees it at once.
+server gives up the memory it freed (the server's figure, or its whole claim when that was its only model) in the same
+transaction as the event, so that the guard sees it at once; the next discovery cycle measures it again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fleet_watch.errors import CannotUnload, NotFound, Unavailable, UsageError
 from fleet_watch.probes import servers as http
 from fleet_watch.service import servers as inv
 from fleet_watch.service.fleet import Fleet
+from fleet_watch.service.reclaim import freed_mb
 from fleet_watch.store import audit, registry
 from fleet_watch.store import discovery as store
 from fleet_watch.store.connection import immediate
@@ -113,10 +115,12 @@ def _record(fleet: Fleet, server: core.Server, model: core.Model, method: str) -
     with immediate(conn):
         rec = registry.record_by_pid(conn, server.pid)
         if (rec is not None and rec.source == "discover" and same_start(rec.start_time, server.start_time)
-                and len(rec.gpu) == 1 and model.vram_mb):
-            device, before = rec.gpu[0]
-            after = max(0, before - model.vram_mb)
-            store.set_gpu(conn, rec.record_id, {device: after}, now_iso)
+                and len(rec.gpu) == 1):
+            device, claim = rec.gpu[0]
+            freed = freed_mb(model, len(server.models), claim)
+            if freed:
+                before, after = claim, max(0, claim - freed)
+                store.set_gpu(conn, rec.record_id, {device: after}, now_iso)
         audit.append(conn, timestamp=now_iso, event_type="UNLOAD", pid=server.pid, workstream=server.workstream,
                      detail={"model": model.name, "api": server.api, "port": server.port, "method": method,
                              "start_time": server.start_time, "vram_mb": model.vram_mb, "size_mb": model.size_mb,
