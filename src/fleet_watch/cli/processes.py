@@ -148,4 +148,10 @@ def status(as_json: bool) -> int:
         click.echo("Ports: " + ", ".join(sorted(state["ports_claimed"], key=int)))
     if state["repos_locked"]:
         click.echo("Repos: " + ", ".join(sorted(state["repos_locked"])))
+    for i, e in enumerate(state["external_resources"]):  # remote instances (fleet thunder sync)
+        if i == 0:
+            click.echo(f"External resources ({len(state['external_resources'])}):")
+        owner = f"session {e['session_id']}" if e["session_id"] else e["claim"]
+        click.echo(f"  {e['provider']}:{e['id'] or e['external_id']}  {e['name'][:24]:<24} {e['status']:<10} "
+                   f"{e['gpu_count'] or '?'}x {e['gpu_type'] or '-':<10} {owner}  {e['repo_dir'] or ''}".rstrip())
     return 0

@@ -1,7 +1,8 @@
 """The state document: the README's ``state.json`` key set, built from values the service gathered.
 
-Keys that belong to capabilities not built yet (session leases, classifications, stale processes, external
-resources) are present and empty, so consumers can rely on the key set from the first release.
+Keys that belong to capabilities not built yet (session leases, classifications, stale processes) are present and
+empty, so consumers can rely on the key set from the first release. ``repos_locked`` maps a repo to its holder's PID,
+or to ``null`` for a lock held by an external resource's claim.
 """
 
 from __future__ import annotations
@@ -49,19 +50,22 @@ def build_state(
     conflicts_24h: int, system_memory: Mapping[str, Any] | None = None,
     sessions: Sequence[Mapping[str, Any]] = (), idle: Sequence[Mapping[str, Any]] = (),
     gpu_memory_monitor: Mapping[str, Any] | None = None,
+    external_resources: Sequence[Mapping[str, Any]] = (), external_repo_locks: Sequence[str] = (),
 ) -> dict[str, Any]:
     ordered = sorted(records, key=lambda r: (-r.priority, r.registered_at))
+    repos_locked: dict[str, int | None] = {repo: r.pid for r in ordered for repo in r.repos}
+    repos_locked.update({repo: None for repo in external_repo_locks if repo not in repos_locked})
     return {
         "agent_interface": AGENT_INTERFACE,
         "generated_utc": iso_utc(now),
         "processes": [process_view(r, alive.get(r.record_id)) for r in ordered],
-        "external_resources": [],
+        "external_resources": [dict(e) for e in external_resources],
         "process_count": len(records),
         "gpu_budget": budget.to_dict(),
         "ports_claimed": {str(p): r.pid for r in ordered for p in r.ports},
         "preferred_ports": list(preferred_ports),
         "safe_ports": list(safe_ports),
-        "repos_locked": {repo: r.pid for r in ordered for repo in r.repos},
+        "repos_locked": repos_locked,
         "session_leases": [],
         "process_classifications": [],
         "stale_processes": [],

@@ -16,6 +16,7 @@ from fleet_watch.core import guard, paths
 from fleet_watch.errors import UsageError
 from fleet_watch.models import Claim, GpuBudget, ProcessRecord
 from fleet_watch.probes import ports as port_probe
+from fleet_watch.service.external import external_repo_locks, live_external_resources
 from fleet_watch.store import registry
 from fleet_watch.store.connection import snapshot
 
@@ -78,6 +79,8 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
         count = registry.process_count(conn)
         occupied = registry.claimed_ports(conn)
         locked = registry.locked_repos(conn)
+        external = live_external_resources(conn, fleet.clock.now())
+        external_locks = {lock.repo_dir for lock in external_repo_locks(conn, fleet.clock.now())}
         holders = {c.holder.record_id: c for c in (*([port_claim] if port_claim else []), *repo_claims)}
         records = {rid: registry.record_by_id(conn, rid) for rid in holders}
 
@@ -159,9 +162,9 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
         "process_count": count - len(dead),
         "occupied_ports": sorted(occupied_live),
         "safe_ports": fleet.free_ports(None, occupied_live),
-        "locked_repos": sorted(k for k, pid in locked.items() if pid not in dead_pids),
+        "locked_repos": sorted({k for k, pid in locked.items() if pid not in dead_pids} | external_locks),
         "gpu_budget": budget.to_dict(),
-        "external_resources": [],
+        "external_resources": external,
     }
     request = {"port": req.port, "repo_dir": repo_dir, "gpu_mb": req.gpu_mb, "framework": req.framework,
                "model": req.model}

@@ -14,6 +14,7 @@ from fleet_watch.clock import iso_utc
 from fleet_watch.models import ProcessRecord
 from fleet_watch.reports.state import build_state
 from fleet_watch.service import last_cycle
+from fleet_watch.service.external import external_repo_locks, live_external_resources
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import snapshot
@@ -37,6 +38,8 @@ def gather_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | Non
         budget = fleet._budget(None)
         recent = audit.query(fleet.conn, since=iso_utc(now - 3600), limit=20)
         conflicts = audit.count(fleet.conn, event_type="CONFLICT", since=iso_utc(now - 86400))
+        external = live_external_resources(fleet.conn, now)
+        external_locks = [lock.repo_dir for lock in external_repo_locks(fleet.conn, now)]
     alive: dict[int, bool | None] = {
         r.record_id: fleet.death_reason(r.pid, r.start_time) is None if is_alive is None else is_alive(r)
         for r in records}
@@ -51,5 +54,6 @@ def gather_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | Non
         safe_ports=fleet.free_ports(None, occupied), recent_events=recent, conflicts_24h=conflicts,
         system_memory=memory,
         sessions=last_cycle.listed(cycle, "sessions"), idle=last_cycle.listed(cycle, "idle"),
-        gpu_memory_monitor=last_cycle.monitor_of(cycle),
+        gpu_memory_monitor=last_cycle.monitor_of(cycle), external_resources=external,
+        external_repo_locks=external_locks,
     )
