@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet_watch.core import paths
-from fleet_watch.core.thunder import Instance
+
+if TYPE_CHECKING:  # the guard reads rows and locks; only a sync needs tnr's instances
+    from fleet_watch.core.thunder import Instance
 
 GONE = "GONE"
 GONE_RETENTION_S = 24 * 3600.0

@@ -24,6 +24,7 @@ from fleet_watch.core import server_apis
 from fleet_watch.core import servers as core
 from fleet_watch.errors import ConfigError
 from fleet_watch.probes import servers as http
+from fleet_watch.probes.nvml import GpuProbe
 from fleet_watch.probes.scan import Listener, ProcInfo
 
 KEYS_CONFIG = "server_api_keys"
@@ -193,27 +194,31 @@ class Inventory:
         return {"servers": [s.to_dict() for s in self.servers], "models": [m.to_dict() for m in self.models]}
 
 
-def inventory(settings: Settings) -> Inventory:
+def inventory(settings: Settings, *, gpu: GpuProbe | None = None) -> Inventory:
     """``fleet models``: every model server running here and its resident models."""
     targets, workloads, procs = scan_targets(settings)
     servers = ask(targets, settings)
-    servers = with_nvml(servers, workloads, procs)
+    servers = with_nvml(servers, workloads, procs, gpu)
     servers.sort(key=lambda s: (s.port is None, s.port or 0, s.pid))
     return Inventory(servers)
 
 
-def with_nvml(servers: list[core.Server], workloads: Sequence[dcore.Workload], procs: Sequence[ProcInfo]
-              ) -> list[core.Server]:
+def with_nvml(servers: list[core.Server], workloads: Sequence[dcore.Workload], procs: Sequence[ProcInfo],
+              gpu: GpuProbe | None = None) -> list[core.Server]:
     """A single-model server that gives no memory figure gets NVML's (its processes' GPU memory), where there is a
     driver. NVML cannot split one process's memory between several models, so multi-model servers keep ``None``."""
     needy = [s for s in servers if len(s.models) == 1 and s.models[0].vram_mb is None]
     if not needy:
         return servers
-    from fleet_watch.probes.nvml import NvmlProbe, driver_may_be_present
+    probe: GpuProbe
+    if gpu is None:
+        from fleet_watch.probes.nvml import NvmlProbe, driver_may_be_present
 
-    if not driver_may_be_present():
-        return servers
-    probe = NvmlProbe()
+        if not driver_may_be_present():
+            return servers
+        probe = NvmlProbe()
+    else:
+        probe = gpu
     if probe.devices() is None:
         return servers
     used: dict[int, dict[str, int]] = {}

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet_watch.core.external import GONE, ExternalRow
-from fleet_watch.core.thunder import Instance
+
+if TYPE_CHECKING:
+    from fleet_watch.core.thunder import Instance
 
 
 def migrate(conn: sqlite3.Connection) -> None:
