@@ -74,3 +74,14 @@ def test_gone_instances_hold_nothing_and_are_dropped_after_a_day(opened: Fleet, 
     assert [p["id"] for p in thunder.sync(opened).purged] == ["1"]
     with pytest.raises(NotFound, match="not known"):
         thunder.release(opened, "1")
+
+
+def test_releasing_a_gone_instance_removes_its_row(opened: Fleet, tnr: FakeTnr) -> None:
+    tnr.prints("status_one_stopped.json")
+    thunder.sync(opened)
+    doc = thunder.release(opened, "1")
+    assert (doc["removed"], doc["released"]) == (True, True)
+    with pytest.raises(NotFound, match="not known"):
+        thunder.release(opened, "1")
+    with snapshot(opened.conn):
+        assert [e["id"] for e in live_external_resources(opened.conn, opened.clock.now())] == ["0"]

@@ -53,11 +53,11 @@ def _ident(value: str) -> str:
     return value.strip()
 
 
-def _session(value: str | None) -> str | None:
+def _session(value: str | None, flag: str = "--session-id") -> str | None:
     if value is None:
         return None
     if not value.strip() or len(value) > 200 or not value.isprintable():
-        raise UsageError("--session-id must be a printable id of at most 200 characters")
+        raise UsageError(f"{flag} must be printable, non-empty and at most 200 characters")
     return value.strip()
 
 
@@ -157,6 +157,7 @@ def claim(fleet: Fleet, ident: str, *, session_id: str, repo: str | None = None,
     if session is None:
         raise UsageError("--session-id is required")
     repo_dir = resolve_repo(repo) if repo is not None else None
+    workstream = _session(workstream, "--workstream") or "thunder"
     ttl = claim_ttl_s(fleet.settings)
     now = fleet.clock.now()
     at, expires = clocks.iso_utc(now), clocks.iso_utc(now + ttl)
@@ -170,11 +171,11 @@ def claim(fleet: Fleet, ident: str, *, session_id: str, repo: str | None = None,
             refused = _conflict(fleet, row, "repo", found[0], found[1], session)
         else:
             renewing = core.claim_live(row, now)
-            store.set_claim(fleet.conn, row.row_id, session_id=session, workstream=workstream or "thunder",
+            store.set_claim(fleet.conn, row.row_id, session_id=session, workstream=workstream,
                             repo_dir=repo_dir, claimed_at=row.claimed_at if renewing and row.claimed_at else at,
                             heartbeat_at=at, expires_at=expires)
             audit.append(fleet.conn, timestamp=at, event_type="EXTERNAL_CLAIM", pid=None,
-                         workstream=workstream or "thunder", detail={
+                         workstream=workstream, detail={
                              "provider": PROVIDER, "external_id": row.external_id, "id": row.short_id,
                              "name": row.name, "session_id": session, "repo_dir": repo_dir, "expires_at": expires,
                              "ttl_s": ttl})
