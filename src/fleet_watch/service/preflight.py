@@ -79,8 +79,9 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
         count = registry.process_count(conn)
         occupied = registry.claimed_ports(conn)
         locked = registry.locked_repos(conn)
-        external = live_external_resources(conn, fleet.clock.now())
-        external_locks = {lock.repo_dir for lock in external_repo_locks(conn, fleet.clock.now())}
+        now = fleet.clock.now()
+        external = live_external_resources(conn, now)
+        external_locks = {lock.repo_dir for lock in external_repo_locks(conn, now)}
         holders = {c.holder.record_id: c for c in (*([port_claim] if port_claim else []), *repo_claims)}
         records = {rid: registry.record_by_id(conn, rid) for rid in holders}
 
