@@ -89,8 +89,11 @@ def targets_of(workloads: Iterable[dcore.Workload], procs: Iterable[ProcInfo], l
         if api is None or (apis is not None and api not in apis):
             continue
         args = argv.get(w.pid) or tuple(w.cmdline.split())
-        others = {port for port, pids in holders.items() if any(p is not None and p != w.pid for p in pids)}
-        endpoints, why = core.candidate_endpoints(api, args, own.get(w.pid, {}), others)
+        mine = own.get(w.pid, {})
+        # Only a server that listens nowhere yet needs to know which ports other processes hold.
+        others = set() if mine else {port for port, pids in holders.items()
+                                     if any(p is not None and p != w.pid for p in pids)}
+        endpoints, why = core.candidate_endpoints(api, args, mine, others)
         out.append(Target(pid=w.pid, start_time=w.start_time, api=api, name=w.name, workstream=w.pattern.workstream,
                           argv=tuple(args), endpoints=endpoints, error=why))
     return out
