@@ -140,6 +140,10 @@ class Settings:
     framework_overhead: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FRAMEWORK_OVERHEAD))
     gpu_pageout_thrash_threshold: float = DEFAULT_THRASH_PAGEOUTS_PER_S
     changelog_max_bytes: int = 1 << 20  # one generation of state_changelog.jsonl; two are kept
+    server_api_keys: Mapping[int, str] = field(default_factory=dict)  # port -> key; never printed or logged
+    server_api_timeout_s: float = 0.8  # one round of questions to the model servers
+    thunder_tnr_timeout_s: float = 10.0
+    thunder_claim_ttl_s: int = 600  # an external claim lives this long past its claim or last heartbeat
     warnings: tuple[str, ...] = ()  # unknown keys, each with the nearest known one
 
     @property
@@ -298,7 +302,8 @@ def _regex(value: object, key: str) -> str:
 KNOWN_KEYS = frozenset({
     "gpu_total_mb", "gpu_reserve_mb", "preferred_ports", "physical_ram_mb", "patterns", "session_patterns",
     "idle_patterns", "idle_cpu_threshold", "pressure_thresholds", "gpu_estimator", "gpu_devices",
-    "gpu_pageout_thrash_threshold", "changelog_max_bytes",
+    "gpu_pageout_thrash_threshold", "changelog_max_bytes", "server_api_keys", "server_api_timeout_s",
+    "thunder_tnr_timeout_s", "thunder_claim_ttl_s",
 })
 _PATTERN_KEYS = frozenset({"name_template", "process_match", "workstream", "priority", "gpu_mb_default",
                            "gpu_mb_reserved"})
@@ -357,8 +362,29 @@ def settings_from_document(home: Path, doc: Mapping[str, Any]) -> Settings:
         gpu_pageout_thrash_threshold=_number(doc.get("gpu_pageout_thrash_threshold", DEFAULT_THRASH_PAGEOUTS_PER_S),
                                              "gpu_pageout_thrash_threshold", 1, 10_000_000, unit=" (pages per second)"),
         changelog_max_bytes=_int_range(doc.get("changelog_max_bytes", 1 << 20), "changelog_max_bytes", 4096, 1 << 30),
+        server_api_keys=_api_keys(doc.get("server_api_keys", {})),
+        server_api_timeout_s=_number(doc.get("server_api_timeout_s", 0.8), "server_api_timeout_s", 0.05, 10,
+                                     unit=" seconds"),
+        thunder_tnr_timeout_s=_number(doc.get("thunder_tnr_timeout_s", 10.0), "thunder_tnr_timeout_s", 0.1, 300,
+                                      unit=" seconds"),
+        thunder_claim_ttl_s=_int_range(doc.get("thunder_claim_ttl_s", 600), "thunder_claim_ttl_s", 10, 86400),
         warnings=_unknown_keys(doc),
     )
+
+
+def _api_keys(value: object) -> dict[int, str]:
+    """``server_api_keys``: port -> key. Error messages name the key's port, never the key."""
+    if not isinstance(value, dict):
+        raise ConfigError("config key 'server_api_keys' must be an object mapping a port to its API key")
+    out: dict[int, str] = {}
+    for port, key in value.items():
+        where = f"server_api_keys.{str(port)[:20]}"
+        if not (isinstance(port, str) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"config key {where!r}: the name must be a port number from 1 to 65535")
+        if not isinstance(key, str) or not key.strip() or len(key) > 4096 or not key.isprintable():
+            raise ConfigError(f"config key {where!r} must be a non-empty printable string (the server's API key)")
+        out[int(port)] = key
+    return out
 
 
 def _patterns(value: object) -> tuple[WorkloadPattern, ...]:

@@ -39,6 +39,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "install-launchd": ("fleet_watch.cli.install", "install_launchd", "macOS: run fleet watch as a LaunchAgent."),
     "uninstall-launchd": ("fleet_watch.cli.install", "uninstall_launchd", "Unload and remove the LaunchAgent."),
     "metrics": ("fleet_watch.cli.report", "metrics", "Prometheus metrics on stdout or to a node_exporter textfile."),
+    "models": ("fleet_watch.cli.servers", "models", "Model servers running here and the models they hold resident."),
+    "unload": ("fleet_watch.cli.servers", "unload", "Ask the server holding a model to unload it (never a signal)."),
+    "thunder": ("fleet_watch.cli.thunder", "thunder", "Thunder Compute instances as external resources."),
 }
 
 

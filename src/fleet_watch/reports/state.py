@@ -1,8 +1,7 @@
 """The state document: the README's ``state.json`` key set, built from values the service gathered.
 
-Ownership (each process's class with its evidence, the session leases) arrives as data (``reports.ownership``);
-keys that belong to capabilities not built yet (external resources) are present and empty, so consumers can rely
-on the key set from the first release.
+Ownership (each process's class with its evidence, the session leases) arrives as data (``reports.ownership``).
+``repos_locked`` maps a repo to its holder's PID, or to ``null`` for a lock held by an external resource's claim.
 """
 
 from __future__ import annotations
@@ -68,6 +67,7 @@ def build_state(
     conflicts_24h: int, system_memory: Mapping[str, Any] | None = None,
     sessions: Sequence[Mapping[str, Any]] = (), idle: Sequence[Mapping[str, Any]] = (),
     gpu_memory_monitor: Mapping[str, Any] | None = None, ownership: Ownership | None = None,
+    external_resources: Sequence[Mapping[str, Any]] = (), external_repo_locks: Sequence[str] = (),
 ) -> dict[str, Any]:
     ordered = sorted(records, key=lambda r: (-r.priority, r.registered_at))
     live = [r for r in ordered if alive.get(r.record_id) is not False]
@@ -77,11 +77,12 @@ def build_state(
     for lease in owned.leases:
         if lease.is_active and lease.repo_dir is not None:
             repos_locked.setdefault(lease.repo_dir, lease.owner_pid)
+    repos_locked.update({repo: None for repo in external_repo_locks if repo not in repos_locked})
     return {
         "agent_interface": AGENT_INTERFACE,
         "generated_utc": iso_utc(now),
         "processes": [process_view(r, alive.get(r.record_id)) for r in ordered],
-        "external_resources": [],
+        "external_resources": [dict(e) for e in external_resources],
         "process_count": len(live),
         "gpu_budget": budget.to_dict(),
         "ports_claimed": {str(p): r.pid for r in live for p in r.ports},

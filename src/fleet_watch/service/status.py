@@ -27,7 +27,7 @@ def gather_state(fleet: Fleet, *, probe: DeathProbe | None = None,
     now = fleet.clock.now()
     with fleet.reading() as conn:
         records = registry.list_records(conn)
-        ledger = Ledger.read(conn, probe or kernel_death)
+        ledger = Ledger.read(conn, now, probe or kernel_death)
         recent = audit.query(conn, since=iso_utc(now - 3600), limit=20)
         conflicts = audit.count(conn, event_type="CONFLICT", since=iso_utc(now - 86400))
     pool, _ = fleet.budgets(ledger, None)
@@ -47,4 +47,5 @@ def gather_state(fleet: Fleet, *, probe: DeathProbe | None = None,
         system_memory=memory,
         sessions=last_cycle.listed(cycle, "sessions"), idle=last_cycle.listed(cycle, "idle"),
         gpu_memory_monitor=last_cycle.monitor_of(cycle), ownership=ownership_inputs(fleet, now, records, alive),
+        external_resources=ledger.external_resources, external_repo_locks=[lk.repo_dir for lk in ledger.external_locks],
     )
