@@ -152,7 +152,7 @@ def settings() -> Any:
 
 
 def part_llama_cpp(workdir: Path, quick: bool) -> None:
-    from fleet_watch.service.estimate import evaluate
+    from fleet_watch.service.estimate import EstimateRequest, evaluate
 
     print("\n## 1. Estimate vs llama.cpp (llama-cpp-python, CPU, flash attention on, 512-token prompt)\n")
     print("| model | ctx | kv | est. weights MiB | est. KV MiB | llama.cpp KV MiB | KV err | est. total MiB "
@@ -168,7 +168,8 @@ def part_llama_cpp(workdir: Path, quick: bool) -> None:
             t0 = time.monotonic()
             write_model(path, qtype)
             print(f"<!-- wrote {path.name} in {time.monotonic() - t0:.0f}s -->", flush=True)
-        est = evaluate(settings(), framework="llama_cpp", model=str(path), ctx=ctx, kv_dtype=kv)["working_set"]
+        request = EstimateRequest(framework="llama_cpp", model=str(path), ctx=ctx, kv_dtype=kv)
+        est = evaluate(settings(), request)["working_set"]
         got = measure(path, ctx, kv)
         peak = got["peak_rss"] / MIB
         kv_log = got["kv_mib_logged"]

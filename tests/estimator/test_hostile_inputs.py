@@ -16,9 +16,9 @@ from fleet_watch.core.estimator.naming import parse_size
 from fleet_watch.errors import UsageError
 from fleet_watch.probes.modelfiles import read_gguf
 from fleet_watch.service import memory_target
-from fleet_watch.service.estimate import estimate_from_command, evaluate
+from fleet_watch.service.estimate import estimate_from_command
 from fleet_watch.service.memory_target import machine_memory
-from tests.estimator.conftest import llama_meta, llama_tensors, settings, write_gguf, write_safetensors
+from tests.estimator.conftest import estimate, llama_meta, llama_tensors, settings, write_gguf, write_safetensors
 from tests.estimator.test_modelfiles import QWEN_CONFIG
 
 
@@ -109,14 +109,14 @@ def test_hf_cache_ref_that_is_not_text_falls_back_to_the_snapshot(tmp_path: Path
     write_safetensors(snap / "model.safetensors", {"w": ("BF16", (4, 4))})
     (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
     (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_bytes(b"\xff\xfe\x00garbage")
-    out = evaluate(settings(), framework="vllm", model="org/tiny", environ={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    out = estimate(settings(), framework="vllm", model="org/tiny", environ={"HF_HUB_CACHE": str(tmp_path / "hub")})
     assert out["working_set"]["model_source"] == "hf_cache"
 
 
 @pytest.mark.parametrize(("size", "low", "high"), [("500B", 450, 550), ("1000B", 950, 1050), ("7B", 6.5, 7.5),
                                                     ("0.5B", 0.45, 0.55), ("125M", 0.1, 0.15)])
 def test_any_size_gets_a_shape_of_that_size(size: str, low: float, high: float) -> None:
-    arch = evaluate(settings(), framework="llama_cpp", model=size)["architecture"]
+    arch = estimate(settings(), framework="llama_cpp", model=size)["architecture"]
     assert low < arch["params"] / 1e9 < high
 
 
@@ -131,19 +131,19 @@ def test_a_1m_suffix_is_context_not_size(name: str) -> None:
     size = parse_size(name)
     assert size is not None
     assert size.params_b in (7, 14, 8)
-    ws = evaluate(settings(), framework="llama_cpp", model=name, ctx=4096)["working_set"]
+    ws = estimate(settings(), framework="llama_cpp", model=name, ctx=4096)["working_set"]
     assert ws["weights_mb"] > 3000
 
 
 def test_config_overhead_keys_in_any_spelling() -> None:
     s = settings(gpu_estimator={"framework_overhead": {"llama.cpp": 1.9, "Candle": 3.0}})
     for fw, mult in (("llama_cpp", 1.9), ("candle", 3.0)):
-        ws = evaluate(s, framework=fw, model="qwen2.5-7B-Q4_K_M", ctx=4096)["working_set"]
+        ws = estimate(s, framework=fw, model="qwen2.5-7B-Q4_K_M", ctx=4096)["working_set"]
         assert ws["overhead_multiplier"] == mult
 
 
 def test_mlx_is_offered_mlx_quantizations() -> None:
-    out = evaluate(settings(ram_mb=8192), framework="mlx", model="qwen2.5-7b-bf16", ctx=4096)
+    out = estimate(settings(ram_mb=8192), framework="mlx", model="qwen2.5-7b-bf16", ctx=4096)
     assert out["fits"] is False
     quants = [a["quantization"] for a in out["alternatives"] if a["kind"] == "quantization"]
     assert quants
@@ -166,13 +166,13 @@ def test_tiny_models_are_sized_in_millions(tmp_path: Path) -> None:
     path = tmp_path / "toy.gguf"
     write_gguf(path, "llama", llama_meta("llama", 2, 256, 4, 2, 512), llama_tensors(2, 256, 4, 2, 512, 1024,
                                                                                       matrix="F16"))
-    assert evaluate(settings(), framework="llama_cpp", model=str(path))["working_set"]["model_size"].endswith("M")
+    assert estimate(settings(), framework="llama_cpp", model=str(path))["working_set"]["model_size"].endswith("M")
 
 
 def test_planning_an_8gb_mac_for_mlx_uses_the_wired_limit() -> None:
     mem = machine_memory(settings(ram_mb=None), 8192, "mlx")
     assert (mem.device, mem.limit_mb, mem.physical_ram_mb) == ("apple", 5461, 8192)
-    ws = evaluate(settings(ram_mb=None), framework="mlx", model="qwen2.5-0.5B", ram_mb=8192)["working_set"]
+    ws = estimate(settings(ram_mb=None), framework="mlx", model="qwen2.5-0.5B", ram_mb=8192)["working_set"]
     # The RAM above the wired limit (2731MB) already exceeds the 2048MB reserve: nothing more is held back.
     assert ws["available_after_reserve_mb"] == 5461
 
@@ -258,5 +258,5 @@ def test_hostile_gguf_counts_are_refused_quickly(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("size", "params_b"), [("1T", 1000), ("1.5t", 1500)])
 def test_trillions_as_a_bare_size(size: str, params_b: float) -> None:
-    arch = evaluate(settings(), framework="llama_cpp", model=size)["architecture"]
+    arch = estimate(settings(), framework="llama_cpp", model=size)["architecture"]
     assert abs(arch["params"] / 1e9 - params_b) / params_b < 0.01

@@ -10,8 +10,7 @@ import pytest
 
 from fleet_watch.errors import UsageError
 from fleet_watch.probes.modelfiles import read_gguf, read_hf_cache, read_hf_folder
-from fleet_watch.service.estimate import evaluate
-from tests.estimator.conftest import llama_meta, llama_tensors, settings, write_gguf, write_safetensors
+from tests.estimator.conftest import estimate, llama_meta, llama_tensors, settings, write_gguf, write_safetensors
 
 
 @pytest.mark.parametrize("matrix", ["F16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "IQ4_XS"])
@@ -31,7 +30,7 @@ def test_gguf_kv_of_a_real_file_uses_its_gqa_shape(tmp_path: Path) -> None:
     path = tmp_path / "gqa.gguf"
     write_gguf(path, "llama", llama_meta("llama", 4, 512, 8, 2, 1024), llama_tensors(4, 512, 8, 2, 1024, 2048,
                                                                                       matrix="F16"))
-    ws = evaluate(settings(), framework="llama_cpp", model=str(path), ctx=1000, kv_dtype="f16")["working_set"]
+    ws = estimate(settings(), framework="llama_cpp", model=str(path), ctx=1000, kv_dtype="f16")["working_set"]
     # 4 layers x 1024 cells (1000 padded to 256) x (2 heads x 64) x 2 (K and V) x 2 bytes = 2 MiB
     assert ws["kv_min_mb"] == 2
     assert ws["model_source"] == "gguf_header"
@@ -138,6 +137,6 @@ def test_hf_cache_is_found_offline_through_env(tmp_path: Path) -> None:
         assert found.weights_bytes == exact
         assert found.model_source == "hf_cache"
     assert read_hf_cache("org/absent", {"HF_HUB_CACHE": str(tmp_path / "hub")}, None) is None
-    ws = evaluate(settings(), framework=None, model="org/tiny", environ={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    ws = estimate(settings(), framework=None, model="org/tiny", environ={"HF_HUB_CACHE": str(tmp_path / "hub")})
     assert ws["working_set"]["model_source"] == "hf_cache"
     assert ws["working_set"]["framework"] == "transformers"

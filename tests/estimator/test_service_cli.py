@@ -11,8 +11,8 @@ import pytest
 
 from fleet_watch.core.estimator.fit import effective_reserve_mb
 from fleet_watch.errors import UsageError
-from fleet_watch.service.estimate import estimate_from_command, evaluate, guard_working_set
-from tests.estimator.conftest import llama_meta, llama_tensors, settings, write_gguf
+from fleet_watch.service.estimate import estimate_from_command, guard_working_set
+from tests.estimator.conftest import estimate, llama_meta, llama_tensors, settings, write_gguf
 
 README_KEYS = {"weights_mb", "kv_cache_mb", "activations_mb", "overhead_multiplier", "total_mb", "framework",
                "model_size", "quantization", "physical_ram_mb", "available_after_reserve_mb", "fits", "grounded",
@@ -78,7 +78,7 @@ def test_vllm_claims_its_fraction_whatever_the_model() -> None:
 
 def test_config_overrides_the_multiplier() -> None:
     s = settings(gpu_estimator={"framework_overhead": {"candle": 2.5}})
-    ws = evaluate(s, framework="candle", model="qwen2.5-7B-Q4_K_M")["working_set"]
+    ws = estimate(s, framework="candle", model="qwen2.5-7B-Q4_K_M")["working_set"]
     assert ws["overhead_multiplier"] == 2.5
 
 

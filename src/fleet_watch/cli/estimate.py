@@ -29,15 +29,15 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
     """
     if not model.strip():
         raise UsageError("--model must not be empty")
-    from fleet_watch.service.estimate import evaluate
+    from fleet_watch.service.estimate import EstimateRequest, evaluate
 
+    request = EstimateRequest(model=model, framework=framework, quant=quant, ctx=ctx, kv_dtype=kv_dtype,
+                              parallel=parallel, ram_mb=ram_mb, machines=True)
     fleet = open_fleet()
     try:
         # Memory that registered workloads hold is not available, exactly as in the guard.
-        result = evaluate(
-            fleet.settings, allocated_mb=fleet.budget().allocated_mb, live_allocated=fleet.live_gpu_allocated_mb,
-            framework=framework, model=model, quant=quant, ctx=ctx, kv_dtype=kv_dtype, parallel=parallel,
-            ram_mb=ram_mb, machines=True)
+        result = evaluate(fleet.settings, request, allocated_mb=fleet.budget().allocated_mb,
+                          live_allocated=fleet.live_gpu_allocated_mb)
     finally:
         fleet.close()
     if as_json:
