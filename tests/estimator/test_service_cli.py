@@ -48,7 +48,8 @@ def test_nothing_given_is_none_and_nothing_usable_is_insufficient_input() -> Non
     assert guard_working_set(settings(), framework=None, model=None, ctx=None, kv_dtype=None,
                              ram_mb=None, allocated_mb=0) is None
     out = guard(8192, model="my-favourite-model")
-    assert out["fits"] is True
+    assert (out["fits"], out["reason"]) == (None, "model 'my-favourite-model' is not a file, a cached repo, "
+                                                  "a known model or a size")
     assert out["working_set"]["source"] == "insufficient_input"
     assert out["working_set"]["fits"] is None
     assert "No estimate" in out["working_set"]["suggestion"]

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from fleet_watch.cli.context import open_fleet
-from fleet_watch.errors import ExitCode, UsageError
+from fleet_watch.errors import NotFound, UsageError
 
 
 @click.command()
@@ -24,8 +24,8 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
              parallel: int, ram_mb: int | None, as_json: bool) -> int:
     """Will this model fit? Weights, KV cache, compute and overhead for the context you ask for.
 
-    Exit 0 when it fits, 1 when it does not, 2 for bad input, 3 when the model is not known (no file, cached repo,
-    catalog name or size).
+    Exit 0 when it fits, 1 when it does not, 2 for bad input (also a model path that cannot be read), 3 when the
+    model is not known (no file, cached repo, catalog name or size).
     """
     if not model.strip():
         raise UsageError("--model must not be empty")
@@ -33,22 +33,31 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
 
     request = EstimateRequest(model=model, framework=framework, quant=quant, ctx=ctx, kv_dtype=kv_dtype,
                               parallel=parallel, ram_mb=ram_mb, machines=True)
-    fleet = open_fleet()
-    try:
-        # Memory that registered workloads hold is not available, exactly as in the guard.
-        result = evaluate(fleet.settings, request, allocated_mb=fleet.budget().allocated_mb,
-                          live_allocated=fleet.live_gpu_allocated_mb)
-    finally:
-        fleet.close()
+    if ram_mb is not None:  # another machine: nothing registered here counts, so the registry is not opened
+        from fleet_watch.service.estimate import settings_without_registry
+
+        result = evaluate(settings_without_registry(), request)
+    else:
+        fleet = open_fleet()
+        try:
+            # Memory that registered workloads hold is not available, exactly as in the guard.
+            result = evaluate(fleet.settings, request, allocated_mb=fleet.budget().allocated_mb,
+                              live_allocated=fleet.live_gpu_allocated_mb)
+        finally:
+            fleet.close()
+    unknown = result["working_set"]["source"] == "insufficient_input"
     if as_json:
         from fleet_watch.cli.output import emit_json
 
+        if unknown:  # a failure, with the keys every failure has (see the funnel in cli/__init__.py)
+            err = NotFound(result["reason"])
+            result = {**result, "allowed": False, "error": err.kind, "exit_code": int(err.exit_code)}
         emit_json(result)
     else:
         for line in human_lines(result):
             click.echo(line)
-    if result["working_set"]["source"] == "insufficient_input":
-        return int(ExitCode.NOT_FOUND)
+    if unknown:
+        return int(NotFound.exit_code)
     return 0 if result["fits"] else 1
 
 

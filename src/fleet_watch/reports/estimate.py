@@ -76,7 +76,8 @@ def estimate(res: Resolved, opts: Options, room: Room, verdict: Verdict, *, orig
 
 def unknown(what: str, room: Room, *, framework: str | None, multiplier: float, ctx: int | None,
             kv_dtype: str | None) -> dict[str, Any]:
-    """No size, file or known name: say so (``what``), never guess (the guard does not deny on this)."""
+    """No size, file or known name: say so (``what``, the ``reason``), never guess. ``fits`` is None at both levels:
+    the guard does not deny on it, and ``fleet estimate`` reports it as not found."""
     working_set: dict[str, Any] = {
         "weights_mb": 0, "kv_cache_mb": 0, "activations_mb": 0, "overhead_multiplier": multiplier,
         "total_mb": 0, "framework": framework or "unknown", "model_size": "UNKNOWN", "quantization": "UNKNOWN",
@@ -87,5 +88,5 @@ def unknown(what: str, room: Room, *, framework: str | None, multiplier: float, 
         "context_tokens": ctx, "kv_dtype": kv_dtype, "device": room.device, "memory_limit_mb": room.limit_mb,
         "memory_origin": room.origin, "reserve_mb": room.reserve_mb, "allocated_mb": room.allocated_mb,
     }
-    return {"working_set": working_set, "fits": True, "reason": None, "detail": None,
+    return {"working_set": working_set, "fits": None, "reason": what, "detail": None,
             "context_tokens": ctx, "kv_dtype": kv_dtype, "architecture": None, "alternatives": []}

@@ -20,7 +20,7 @@ from fleet_watch.core.estimator import decide, engines, workingset
 from fleet_watch.core.estimator.arch import architecture_from_mapping, generic_architecture
 from fleet_watch.core.estimator.decide import Resolved
 from fleet_watch.core.estimator.mix import weight_bytes
-from fleet_watch.core.estimator.naming import match_catalog, parse_bare_size, parse_size
+from fleet_watch.core.estimator.naming import match_catalog, parse_bare_size, parse_size, shown
 from fleet_watch.core.estimator.quant import Quant, normalize_kv_dtype, parse_quant, quant_from_label
 from fleet_watch.errors import FleetError, UsageError
 from fleet_watch.reports import estimate as render
@@ -67,13 +67,21 @@ def resolve_model(model: str, quant_text: str | None, framework: str | None,
     """The best source for ``model`` (see the module docstring); None when nothing usable is in it."""
     explicit = parse_quant(quant_text) if quant_text else None
     if quant_text and explicit is None:
-        raise UsageError(f"unknown quantization {quant_text!r} (e.g. Q4_K_M, IQ4_XS, Q8_0, 4bit, AWQ, GPTQ, FP8, BF16)")
-    path = Path(model).expanduser()
-    looks_like_path = os.sep in model or model.endswith(".gguf") or model.startswith((".", "~"))
-    if path.exists():  # a file or folder, also one named without a slash (./my-model in the current folder)
-        from fleet_watch.probes.modelfiles import read_model_path
+        raise UsageError(f"unknown quantization {shown(quant_text)} "
+                         "(e.g. Q4_K_M, IQ4_XS, Q8_0, 4bit, AWQ, GPTQ, FP8, BF16)")
+    from fleet_watch.probes.modelfiles import path_kind, read_model_path
 
-        found = read_model_path(path)
+    path = _expand(model)
+    looks_like_path = os.sep in model or model.endswith(".gguf") or model.startswith((".", "~"))
+    try:
+        kind = path_kind(path)
+    except OSError as err:  # there, but not to be examined: permission denied, I/O error
+        raise UsageError(f"model {shown(model)}: cannot be read ({err.strerror or err})") from err
+    if kind is not None:  # a file or folder, also one named without a slash (./my-model in the current folder)
+        try:
+            found = read_model_path(path, kind)
+        except OSError as err:  # listing a folder, or a shard, failed
+            raise UsageError(f"model {shown(model)}: cannot be read ({err.strerror or err})") from err
         return _from_file(found, explicit, framework)
     if "/" in model:
         from fleet_watch.probes.modelfiles import read_hf_cache
@@ -99,6 +107,14 @@ def resolve_model(model: str, quant_text: str | None, framework: str | None,
     return Resolved(arch, quant, weight_bytes(arch, quant), "size_only", False)
 
 
+def _expand(model: str) -> Path:
+    """``model`` as a path, ``~`` expanded; ``~nosuchuser/...`` stays as written (then it is not a file)."""
+    try:
+        return Path(model).expanduser()
+    except RuntimeError:
+        return Path(model)
+
+
 def _from_file(found: Any, explicit: Quant | None, framework: str | None) -> Resolved:
     arch, quant = found.arch, found.quant
     if explicit is not None and explicit.label != quant.label:
@@ -119,7 +135,7 @@ def check_framework(framework: str, settings: Settings) -> str:
     overrides = _overrides(settings)
     if name not in workingset.FRAMEWORKS and name not in overrides:
         known = ", ".join(workingset.FRAMEWORKS)
-        raise UsageError(f"unknown framework {framework!r} (known: {known}; or add it to "
+        raise UsageError(f"unknown framework {shown(framework)} (known: {known}; or add it to "
                          "gpu_estimator.framework_overhead in config.json)")
     return name
 
@@ -142,7 +158,7 @@ def _kv_dtype(kv_dtype: str | None, framework: str, quant: Quant) -> str:
     if engine == "mlx" and key in ("q8_0", "q4_0"):
         key = "mlx8" if key == "q8_0" else "mlx4"
     if key is None or key not in allowed:
-        raise UsageError(f"--kv-dtype {kv_dtype!r} is not a KV cache type of {framework} "
+        raise UsageError(f"--kv-dtype {shown(kv_dtype)} is not a KV cache type of {framework} "
                          f"(one of: {', '.join(allowed)})")
     return key
 
@@ -179,7 +195,7 @@ def evaluate(settings: Settings, request: EstimateRequest, *, allocated_mb: int 
     res = resolve_model(model, request.quant, fw, os.environ if environ is None else environ) if model else None
     if res is None:
         if request.quant and not parse_quant(request.quant):
-            raise UsageError(f"unknown quantization {request.quant!r}")
+            raise UsageError(f"unknown quantization {shown(request.quant)}")
         return _unknown(settings, request, fw, model, allocated_mb)
     framework = fw or infer_framework(res.quant)
     refused = engines.refusal(res.quant, framework)
@@ -232,10 +248,20 @@ def _unknown(settings: Settings, request: EstimateRequest, fw: str | None, model
     room = decide.Room(device=mem.device, device_total_mb=mem.device_total_mb, limit_mb=mem.limit_mb,
                        physical_ram_mb=mem.physical_ram_mb, origin=mem.origin, description=mem.describe(),
                        reserve_mb=reserve, allocated_mb=allocated, available_mb=available)
-    what = f"model {model!r} is not a file, a cached repo, a known model or a size" if model else "no --model given"
+    what = (f"model {shown(model)} is not a file, a cached repo, a known model or a size" if model
+            else "no --model given")
     return render.unknown(what, room, framework=fw,
                           multiplier=workingset.overhead_multiplier(fw or "unknown", _overrides(settings)),
                           ctx=request.ctx, kv_dtype=request.kv_dtype)
+
+
+def settings_without_registry() -> Settings:
+    """The configuration alone (``config.json``, written with the defaults on first run): planning for another
+    machine (``--ram-mb``) needs nothing from the registry, so a missing or damaged registry.db does not matter."""
+    from fleet_watch.config import load_settings, resolve_home
+    from fleet_watch.probes.machine import detect_pool_mb
+
+    return load_settings(resolve_home(os.environ), detect_pool_mb)
 
 
 def guard_working_set(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fleet_watch.core.estimator import attention, engines, fit, workingset
 from fleet_watch.core.estimator.arch import MAX_CONTEXT, Architecture
 from fleet_watch.core.estimator.mix import gguf_types, weight_bytes
+from fleet_watch.core.estimator.naming import shown
 from fleet_watch.core.estimator.quant import Quant, ggml_bytes, normalize_kv_dtype, quant_from_label
 from fleet_watch.errors import UsageError
 
@@ -87,9 +88,10 @@ def check_request(*, ctx: int | None, parallel: int, allocated_mb: int, gpu_memo
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
         raise UsageError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
     if kv_dtype is not None and normalize_kv_dtype(kv_dtype) is None:
-        raise UsageError(f"--kv-dtype {kv_dtype!r} is not a KV cache type (f16, bf16, q8_0, q4_0, fp8, mlx8, ...)")
+        raise UsageError(f"--kv-dtype {shown(kv_dtype)} is not a KV cache type "
+                         "(f16, bf16, q8_0, q4_0, fp8, mlx8, ...)")
     if flash_attn is not None and flash_attn not in attention.SETTINGS:
-        raise UsageError(f"--flash-attn must be one of {', '.join(attention.SETTINGS)}, got {flash_attn!r}")
+        raise UsageError(f"--flash-attn must be one of {', '.join(attention.SETTINGS)}, got {shown(flash_attn)}")
 
 
 def repack_bytes(arch: Architecture, quant: Quant) -> int:
