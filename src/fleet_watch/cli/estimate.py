@@ -19,9 +19,11 @@ from fleet_watch.errors import NotFound, UsageError
               help="llama_cpp, ollama, vllm, sglang, mlx, candle, transformers (default: from the format).")
 @click.option("--parallel", type=int, default=1, show_default=True, help="Parallel sequences (slots).")
 @click.option("--ram-mb", type=int, help="Plan for a machine with this much memory (MB) instead of this one.")
+@click.option("--flash-attn", type=click.Choice(["on", "off", "auto"]),
+              help="llama.cpp/Ollama flash attention (default: the engine's: llama-server auto, llama-cpp-python off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
 def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | None, framework: str | None,
-             parallel: int, ram_mb: int | None, as_json: bool) -> int:
+             parallel: int, ram_mb: int | None, flash_attn: str | None, as_json: bool) -> int:
     """Will this model fit? Weights, KV cache, compute and overhead for the context you ask for.
 
     Exit 0 when it fits, 1 when it does not, 2 for bad input (also a model path that cannot be read), 3 when the
@@ -32,7 +34,7 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
     from fleet_watch.service.estimate import EstimateRequest, evaluate
 
     request = EstimateRequest(model=model, framework=framework, quant=quant, ctx=ctx, kv_dtype=kv_dtype,
-                              parallel=parallel, ram_mb=ram_mb, machines=True)
+                              parallel=parallel, ram_mb=ram_mb, flash_attn=flash_attn, machines=True)
     if ram_mb is not None:  # another machine: nothing registered here counts, so the registry is not opened
         from fleet_watch.service.estimate import settings_without_registry
 
@@ -67,12 +69,16 @@ def human_lines(result: dict[str, Any]) -> list[str]:
         return ["UNKNOWN", f"  {ws['suggestion']}"]
     arch = result["architecture"] or {}
     mult = ws["overhead_multiplier"]
+    flash = "" if ws.get("flash_attn") is None else \
+        f", flash attention {ws['flash_attn']}" + (f" ({ws['flash_attn_setting']})"
+                                                   if ws["flash_attn_setting"] == "auto" else "")
     lines = [
         "FITS" if result["fits"] else "DOES NOT FIT",
         f"Model: {arch.get('name')} ({ws['model_size']}, {ws['quantization']}) from {ws['model_source']}"
         + ("" if ws["grounded"] else " [generic shape: grounded=false]"),
         f"Framework: {ws['framework']}{' (inferred)' if ws['framework_inferred'] else ''}, "
-        f"context {ws['context_tokens']} tokens, KV {ws['kv_dtype']}, parallel {ws['parallel']}, device {ws['device']}",
+        f"context {ws['context_tokens']} tokens, KV {ws['kv_dtype']}, parallel {ws['parallel']}, device {ws['device']}"
+        f"{flash}",
         "",
         f"  {'weights':<22}{ws['weights_mb']:>10} MB",
         f"  {'kv cache':<22}{ws['kv_cache_mb']:>10} MB",

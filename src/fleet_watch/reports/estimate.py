@@ -44,6 +44,10 @@ def architecture(res: Resolved) -> dict[str, Any]:
             "catalog_source": res.catalog_source, "path": res.path, "weights_exact": res.weights_exact}
 
 
+def _flash(used: bool | None) -> str | None:
+    return None if used is None else "on" if used else "off"
+
+
 def estimate(res: Resolved, opts: Options, room: Room, verdict: Verdict, *, origin: str, framework_inferred: bool,
              fits_on: Sequence[MachineFit] | None = None) -> dict[str, Any]:
     """``{"working_set", "fits", "reason", "detail", "context_tokens", "kv_dtype", "architecture",
@@ -60,6 +64,7 @@ def estimate(res: Resolved, opts: Options, room: Room, verdict: Verdict, *, orig
         "fixed_overhead_mb": ws.fixed_overhead_mb, "kv_min_mb": ws.kv_min_mb, "claim_mb": ws.claim_mb,
         "context_tokens": opts.context, "kv_dtype": opts.kv_dtype, "parallel": opts.parallel, "model": res.arch.name,
         "model_source": res.model_source, "framework_inferred": framework_inferred, "device": room.device,
+        "flash_attn": _flash(verdict.flash_attn), "flash_attn_setting": opts.flash_attn,
         "memory_limit_mb": room.limit_mb, "memory_origin": room.origin, "reserve_mb": room.reserve_mb,
         "allocated_mb": room.allocated_mb,
     }
@@ -75,7 +80,7 @@ def estimate(res: Resolved, opts: Options, room: Room, verdict: Verdict, *, orig
 
 
 def unknown(what: str, room: Room, *, framework: str | None, multiplier: float, ctx: int | None,
-            kv_dtype: str | None) -> dict[str, Any]:
+            kv_dtype: str | None, flash_attn: str | None) -> dict[str, Any]:
     """No size, file or known name: say so (``what``, the ``reason``), never guess. ``fits`` is None at both levels:
     the guard does not deny on it, and ``fleet estimate`` reports it as not found."""
     working_set: dict[str, Any] = {
@@ -85,8 +90,9 @@ def unknown(what: str, room: Room, *, framework: str | None, multiplier: float, 
         "grounded": False, "source": UNKNOWN_REASON,
         "suggestion": f"No estimate: {what}. Pass a GGUF path, a Hugging Face folder or repo id, a known model "
                       "name (qwen2.5-7B-Q4_K_M) or a size (7B).",
-        "context_tokens": ctx, "kv_dtype": kv_dtype, "device": room.device, "memory_limit_mb": room.limit_mb,
-        "memory_origin": room.origin, "reserve_mb": room.reserve_mb, "allocated_mb": room.allocated_mb,
+        "context_tokens": ctx, "kv_dtype": kv_dtype, "device": room.device, "flash_attn": None,
+        "flash_attn_setting": flash_attn, "memory_limit_mb": room.limit_mb, "memory_origin": room.origin,
+        "reserve_mb": room.reserve_mb, "allocated_mb": room.allocated_mb,
     }
     return {"working_set": working_set, "fits": None, "reason": what, "detail": None,
             "context_tokens": ctx, "kv_dtype": kv_dtype, "architecture": None, "alternatives": []}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_watch.config import Settings
-from fleet_watch.core.estimator import decide, engines, workingset
+from fleet_watch.core.estimator import attention, decide, engines, workingset
 from fleet_watch.core.estimator.arch import architecture_from_mapping, generic_architecture
 from fleet_watch.core.estimator.decide import Resolved
 from fleet_watch.core.estimator.mix import weight_bytes
@@ -174,6 +174,7 @@ class EstimateRequest:
     kv_dtype: str | None = None
     parallel: int = 1
     ram_mb: int | None = None
+    flash_attn: str | None = None  # on, off, auto; None: what the engine does by default
     gpu_memory_utilization: float | None = None
     origin: str = "explicit"  # "explicit" (flags) or "command" (a running server's command line)
     machines: bool = False  # also ``fits_on``: the same model and context on machines of common sizes
@@ -189,7 +190,7 @@ def evaluate(settings: Settings, request: EstimateRequest, *, allocated_mb: int 
     ``guard`` and ``estimate`` both answer this way, so they agree."""
     decide.check_request(ctx=request.ctx, parallel=request.parallel, allocated_mb=allocated_mb,
                          gpu_memory_utilization=request.gpu_memory_utilization, kv_dtype=request.kv_dtype,
-                         flash_attn=None)
+                         flash_attn=request.flash_attn)
     fw = check_framework(request.framework, settings) if request.framework else None
     model = (request.model or "").strip() or None
     res = resolve_model(model, request.quant, fw, os.environ if environ is None else environ) if model else None
@@ -217,10 +218,26 @@ def _options(settings: Settings, request: EstimateRequest, framework: str, res: 
              ) -> decide.Options:
     vram = mem.device_total_mb if mem.device != "cpu" else None  # Ollama sizes num_ctx by GPU memory only
     context = request.ctx or workingset.default_context(framework, res.arch.context, vram)
-    return decide.Options(framework=framework, context=context,
-                          kv_dtype=_kv_dtype(request.kv_dtype, framework, res.quant), parallel=request.parallel,
+    kv = _kv_dtype(request.kv_dtype, framework, res.quant)
+    return decide.Options(framework=framework, context=context, kv_dtype=kv, parallel=request.parallel,
                           multiplier=workingset.overhead_multiplier(framework, _overrides(settings)),
+                          flash_attn=_flash_attn(request, framework, kv),
                           gpu_memory_utilization=request.gpu_memory_utilization)
+
+
+def _flash_attn(request: EstimateRequest, framework: str, kv_dtype: str) -> str | None:
+    """The flash-attention setting llama.cpp runs with: the one asked for, else the engine's default
+    (``core.estimator.attention``); None for engines that size attention their own way."""
+    if framework not in attention.ENGINES:
+        if request.flash_attn is not None:
+            raise UsageError(f"--flash-attn sets llama.cpp's attention ({', '.join(attention.ENGINES)}); "
+                             f"{framework} sizes its attention its own way")
+        return None
+    setting = request.flash_attn or attention.engine_default(request.framework)
+    refused = attention.refusal(setting, kv_dtype, framework)
+    if refused:
+        raise UsageError(refused)
+    return setting
 
 
 def _room(settings: Settings, mem: Memory, allocated_mb: int, ws: workingset.WorkingSet) -> decide.Room:
@@ -252,7 +269,7 @@ def _unknown(settings: Settings, request: EstimateRequest, fw: str | None, model
             else "no --model given")
     return render.unknown(what, room, framework=fw,
                           multiplier=workingset.overhead_multiplier(fw or "unknown", _overrides(settings)),
-                          ctx=request.ctx, kv_dtype=request.kv_dtype)
+                          ctx=request.ctx, kv_dtype=request.kv_dtype, flash_attn=request.flash_attn)
 
 
 def settings_without_registry() -> Settings:
@@ -267,12 +284,14 @@ def settings_without_registry() -> Settings:
 def guard_working_set(
     settings: Settings, *, framework: str | None, model: str | None, ctx: int | None, kv_dtype: str | None,
     ram_mb: int | None, allocated_mb: int, live_allocated: Callable[[], int] | None = None,
+    flash_attn: str | None = None,
 ) -> dict[str, Any] | None:
     """The guard's GPU working-set check; None when neither ``framework`` nor ``model`` is given. The claim asked
     of the ledger does not change it (``core.guard.with_working_set`` adds it as ``requested_mb``)."""
     if not framework and not model:
         return None
-    request = EstimateRequest(framework=framework, model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb)
+    request = EstimateRequest(framework=framework, model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb,
+                              flash_attn=flash_attn)
     full = evaluate(settings, request, allocated_mb=allocated_mb, live_allocated=live_allocated)
     return {"working_set": full["working_set"], "fits": full["fits"], "reason": full["reason"],
             "detail": full["detail"]}
@@ -286,7 +305,8 @@ def estimate_from_command(settings: Settings, cmdline: str) -> int | None:
     if parsed is None or parsed.model is None:
         return None
     request = EstimateRequest(framework=parsed.framework, model=parsed.model, quant=parsed.quant, ctx=parsed.ctx,
-                              kv_dtype=parsed.kv_dtype, parallel=parsed.parallel, origin="command",
+                              kv_dtype=parsed.kv_dtype, parallel=parsed.parallel, flash_attn=parsed.flash_attn,
+                              origin="command",
                               gpu_memory_utilization=parsed.gpu_memory_utilization)
     try:
         full = evaluate(settings, request)

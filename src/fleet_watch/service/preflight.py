@@ -35,6 +35,7 @@ class GuardRequest:
     ctx: int | None = None
     kv_dtype: str | None = None
     ram_mb: int | None = None
+    flash_attn: str | None = None
 
     @property
     def wants_estimate(self) -> bool:
@@ -62,8 +63,9 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
     validate_port(req.port)
     if req.gpu_mb is not None and req.gpu_mb < 0:
         raise UsageError(f"GPU MB must be >= 0, got {req.gpu_mb}")
-    if not req.wants_estimate and (req.ctx is not None or req.kv_dtype is not None or req.ram_mb is not None):
-        raise UsageError("--ctx, --kv-dtype and --ram-mb describe a model's working set: give --model "
+    if not req.wants_estimate and (req.ctx is not None or req.kv_dtype is not None or req.ram_mb is not None
+                                   or req.flash_attn is not None):
+        raise UsageError("--ctx, --kv-dtype, --ram-mb and --flash-attn describe a model's working set: give --model "
                          "(or --framework) too")
     repo_dir = resolve_repo(req.repo) if req.repo is not None else None
     device = fleet.device_key(req.gpu_device)
@@ -171,6 +173,6 @@ def _working_set(fleet: Fleet, req: GuardRequest, allocated_mb: int, live_alloca
 
     est = guard_working_set(fleet.settings, framework=req.framework, model=req.model,
                             ctx=req.ctx, kv_dtype=req.kv_dtype, ram_mb=req.ram_mb, allocated_mb=allocated_mb,
-                            live_allocated=live_allocated)
+                            live_allocated=live_allocated, flash_attn=req.flash_attn)
     assert est is not None  # wants_estimate: a framework or a model was given
     return est
