@@ -1,12 +1,13 @@
-"""Damaged, hostile and odd inputs: every one is a one-line usage error (exit 2) or an honest answer, quickly;
-none is a traceback, a hang, or a tiny made-up model that lets the guard allow."""
+"""Damaged, hostile and odd inputs: every one is a one-line usage error (exit 2) or an honest answer; none is a
+traceback, a hang, or a tiny made-up model that lets the guard allow. How long the refusals take is measured by
+``bench/estimator_inputs.py`` (no timing assertions here)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,27 +34,34 @@ def _folder(root: Path, name: str, config: dict[str, Any], *, offsets: object = 
     return folder
 
 
-BROKEN_CONFIGS: dict[str, dict[str, Any]] = {
-    "mlx-bits-text": {**QWEN_CONFIG, "quantization": {"bits": "abc", "group_size": 64}},
-    "mlx-group-null": {**QWEN_CONFIG, "quantization": {"bits": 4, "group_size": None}},
-    "mlx-group-zero": {**QWEN_CONFIG, "quantization": {"bits": 4, "group_size": 0}},
-    "billion-layers": {**QWEN_CONFIG, "num_hidden_layers": 1_000_000_000},
-    "zero-heads": {**QWEN_CONFIG, "num_attention_heads": 0, "num_key_value_heads": 0},
-    "negative-layers": {**QWEN_CONFIG, "num_hidden_layers": -4},
-    "negative-context": {**QWEN_CONFIG, "max_position_embeddings": -1},
+# name -> (config.json, what the one-line error must say)
+BROKEN_CONFIGS: dict[str, tuple[dict[str, Any], str]] = {
+    "mlx-bits-text": ({**QWEN_CONFIG, "quantization": {"bits": "abc", "group_size": 64}},
+                      "config.json has a malformed quantization field"),
+    "mlx-group-null": ({**QWEN_CONFIG, "quantization": {"bits": 4, "group_size": None}},
+                       "config.json has a malformed quantization field"),
+    "mlx-group-zero": ({**QWEN_CONFIG, "quantization": {"bits": 4, "group_size": 0}},
+                       "config.json declares an implausible quantization: 4 bits, group size 0"),
+    "billion-layers": ({**QWEN_CONFIG, "num_hidden_layers": 1_000_000_000},
+                       "billion-layers: config.json describes an implausible model: layers=1000000000"),
+    "zero-heads": ({**QWEN_CONFIG, "num_attention_heads": 0, "num_key_value_heads": 0},
+                   "zero-heads: config.json describes an implausible model: heads=0"),
+    "negative-layers": ({**QWEN_CONFIG, "num_hidden_layers": -4},
+                        "negative-layers: config.json describes an implausible model: layers=-4"),
+    "negative-context": ({**QWEN_CONFIG, "max_position_embeddings": -1},
+                         "negative-context: config.json describes an implausible model: context=-1"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN_CONFIGS))
 def test_broken_hf_folders_are_usage_errors(fleet: Any, tmp_path: Path, name: str) -> None:
-    folder = _folder(tmp_path, name, BROKEN_CONFIGS[name])
-    start = time.perf_counter()
-    out = fleet("estimate", "--model", str(folder), "--json", timeout=30)
-    assert time.perf_counter() - start < 10
+    config, message = BROKEN_CONFIGS[name]
+    folder = _folder(tmp_path, name, config)
+    out = fleet("estimate", "--model", str(folder), "--json", timeout=60)
     assert out.returncode == 2, out.stdout
     doc = json.loads(out.stdout)
     assert doc["error"] == "usage_error"
-    assert name in doc["reason"] or "config.json" in doc["reason"] or "implausible" in doc["reason"]
+    assert message in doc["reason"]
     guard = fleet("guard", "--model", str(folder), "--json", timeout=30)
     assert (guard.returncode, guard.json()["allowed"]) == (2, False)
 
@@ -126,11 +134,12 @@ def test_absurd_sizes_are_refused(fleet: Any) -> None:
     assert "implausible" in out.json()["reason"]
 
 
-@pytest.mark.parametrize("name", ["Qwen2.5-7B-Instruct-1M", "Qwen2.5-14B-Instruct-1M", "Llama-3.1-8B-Instruct-1M"])
-def test_a_1m_suffix_is_context_not_size(name: str) -> None:
+@pytest.mark.parametrize(("name", "params_b"), [("Qwen2.5-7B-Instruct-1M", 7), ("Qwen2.5-14B-Instruct-1M", 14),
+                                                ("Llama-3.1-8B-Instruct-1M", 8)])
+def test_a_1m_suffix_is_context_not_size(name: str, params_b: float) -> None:
     size = parse_size(name)
     assert size is not None
-    assert size.params_b in (7, 14, 8)
+    assert size.params_b == params_b
     ws = estimate(settings(), framework="llama_cpp", model=name, ctx=4096)["working_set"]
     assert ws["weights_mb"] > 3000
 
@@ -242,18 +251,27 @@ def _gguf_with_counts(path: Path, n_tensors: int, n_kv: int, body: bytes = b"") 
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + body)
 
 
-def test_hostile_gguf_counts_are_refused_quickly(tmp_path: Path) -> None:
-    key = b"tokenizer.ggml.tokens"
-    huge_array = struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 8, 1 << 28)
-    cases = [(tmp_path / "kv.gguf", 0, (1 << 24) - 1, b""), (tmp_path / "arr.gguf", 0, 1, huge_array)]
-    for path, n_tensors, n_kv, body in cases:
-        _gguf_with_counts(path, n_tensors, n_kv, body)
-        with path.open("r+b") as fh:
-            fh.truncate(300 * 1024 * 1024)  # sparse zeros: every count "fits" in the file
-        start = time.perf_counter()
-        with pytest.raises(UsageError):
-            read_gguf(path)
-        assert time.perf_counter() - start < 2.0, path.name
+HUGE_ARRAY_KEY = b"tokenizer.ggml.tokens"
+HOSTILE_COUNTS = {  # file name -> (tensors, metadata entries, body, the refusal)
+    "kv.gguf": (0, (1 << 24) - 1, b"", "implausible counts: 0 tensors, 16777215 metadata entries"),
+    "arr.gguf": (0, 1, struct.pack("<Q", len(HUGE_ARRAY_KEY)) + HUGE_ARRAY_KEY + struct.pack("<IIQ", 9, 8, 1 << 28),
+                 "a string array claims 268435456 elements (at most 2097152)"),
+}
+
+
+def write_hostile_counts(path: Path) -> None:
+    n_tensors, n_kv, body, _ = HOSTILE_COUNTS[path.name]
+    _gguf_with_counts(path, n_tensors, n_kv, body)
+    with path.open("r+b") as fh:
+        fh.truncate(300 * 1024 * 1024)  # sparse zeros: every count "fits" in the file
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_COUNTS))
+def test_hostile_gguf_counts_are_refused_before_reading_them(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    write_hostile_counts(path)
+    with pytest.raises(UsageError, match=re.escape(HOSTILE_COUNTS[name][3])):
+        read_gguf(path)
 
 
 @pytest.mark.parametrize(("size", "params_b"), [("1T", 1000), ("1.5t", 1500)])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -58,7 +57,7 @@ def test_sliding_window_and_moe_files(tmp_path: Path) -> None:
     assert (found.arch.moe_experts, found.arch.moe_active) == (8, 2)
 
 
-def test_sparse_header_claiming_a_large_model_reads_fast(tmp_path: Path) -> None:
+def test_sparse_header_claiming_a_large_model_reads_only_the_header(tmp_path: Path) -> None:
     path = tmp_path / "big-Q4_K_M.gguf"
     layers, hidden, ff, vocab = 80, 8192, 28672, 128256
     claimed = write_gguf(path, "llama", llama_meta("llama", layers, hidden, 64, 8, ff, ctx=131072, file_type=15),
@@ -66,12 +65,9 @@ def test_sparse_header_claiming_a_large_model_reads_fast(tmp_path: Path) -> None
                          sparse_size=40 * 1024**3)
     assert path.stat().st_size == 40 * 1024**3
     assert path.stat().st_blocks * 512 < 50 * 1024**2  # the data is a hole: nothing to read
-    start = time.perf_counter()
-    found = read_gguf(path)
-    elapsed = time.perf_counter() - start
+    found = read_gguf(path)  # bench/estimator_inputs.py measures how long this takes
     assert found.weights_bytes == claimed
     assert found.quant.label == "Q4_K_M"
-    assert elapsed < 2.0
 
 
 def test_split_gguf_reads_every_shard(tmp_path: Path) -> None:
