@@ -7,12 +7,13 @@ right after the rename cannot leave an empty file behind: the data is on disk be
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` in one step; the file gets ``mode`` (0600 unless another user must read it)."""
+    import tempfile  # not at import time: config imports this module on the guard's path
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         try:

@@ -7,11 +7,13 @@ function returns the README's check object (``allowed``, ``reason``, ...) as a p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet_watch.core import paths
-from fleet_watch.core.external import ExternalLock, blocking_locks
 from fleet_watch.models import Claim, GpuBudget, Holder
+
+if TYPE_CHECKING:  # external locks exist only where Thunder instances were synced: imported then
+    from fleet_watch.core.external import ExternalLock
 
 SUGGESTION_COUNT = 5
 _SCAN_WIDTH = 200  # ports tried after the preferred list, starting near the requested one
@@ -111,7 +113,11 @@ def check_repo(
             "reason": f"repo {repo_dir} locked by {claim.holder.describe()}{via}",
             "holder": holder_view(claim.holder, claims_of(claim.holder), repo_dir=claim.key),
         }
-    remote = blocking_locks(external, repo_dir, session_id)
+    remote: list[ExternalLock] = []
+    if external:
+        from fleet_watch.core.external import blocking_locks
+
+        remote = blocking_locks(external, repo_dir, session_id)
     if remote:
         lock = min(remote, key=lambda lk: len(lk.repo_dir))
         via = "" if lock.repo_dir == repo_dir else f" (lock on {lock.repo_dir})"

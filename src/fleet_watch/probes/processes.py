@@ -96,8 +96,36 @@ def process_facts(pid: int, proc_root: Path | None = None) -> ProcessFacts | Non
     return _psutil_facts(pid)
 
 
+def _linux_start_and_state(pid: int, proc: str = "/proc") -> tuple[float, bool] | None:
+    """(start time, is zombie) from one read of ``/proc/<pid>/stat``: the guard asks this of every holder, so no
+    uid lookup and no object (≈15 µs). None: no such process. Raises on an odd /proc (the caller falls back)."""
+    try:
+        fd = os.open(f"{proc}/{pid}/stat", os.O_RDONLY)
+    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except ProcessLookupError:
+        return None
+    finally:
+        os.close(fd)
+    fields = data[data.rfind(b")") + 2 :].split()
+    return int(fields[19]) / _clock_ticks() + _boot_time(proc), fields[0] in (b"Z", b"X")
+
+
 def death_reason(pid: int, start_time: float) -> str | None:
     """The liveness rule (``core.liveness``) for one recorded identity, asked of the kernel now."""
+    if pid > 0 and sys.platform.startswith("linux"):
+        try:
+            seen = _linux_start_and_state(pid)
+        except (OSError, ValueError, IndexError):
+            seen = None
+            facts = process_facts(pid)
+            if facts is not None:
+                seen = (facts.start_time, facts.is_zombie)
+        if seen is None:
+            return liveness.death_reason(start_time, exists=False, start_time=None, is_zombie=False)
+        return liveness.death_reason(start_time, exists=True, start_time=seen[0], is_zombie=seen[1])
     facts = process_facts(pid)
     if facts is None:
         return liveness.death_reason(start_time, exists=False, start_time=None, is_zombie=False)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet_watch.core import liveness, paths
-from fleet_watch.core.external import ExternalLock
 from fleet_watch.models import Claim, GpuBudget, Holder
 from fleet_watch.probes.processes import death_reason
 from fleet_watch.store import registry
 
 # How a process's liveness is asked: of the kernel now, or of a process table a discovery cycle just scanned.
+if TYPE_CHECKING:
+    from fleet_watch.core.external import ExternalLock
+
 DeathProbe = Callable[[int, float], str | None]
 
 
@@ -40,10 +42,12 @@ class Ledger:
     def read(cls, conn: sqlite3.Connection, now: float, probe: DeathProbe = kernel_death) -> Ledger:
         """The caller holds a read snapshot (or the write lock): every query sees one state. External claims are
         live by their own rule (present at the provider, expiry ahead of ``now``)."""
+        claims, holders = registry.all_claims(conn), registry.all_holders(conn)
+        if not registry.has_external_resources(conn):  # the common case: no import of the external modules
+            return cls(claims, holders, probe, now)
         from fleet_watch.service.external import external_repo_locks, live_external_resources
 
-        return cls(registry.all_claims(conn), registry.all_holders(conn), probe, now,
-                   external_repo_locks(conn, now), live_external_resources(conn, now))
+        return cls(claims, holders, probe, now, external_repo_locks(conn, now), live_external_resources(conn, now))
 
     # -- liveness -----------------------------------------------------------------------------------------
     def death(self, holder: Holder) -> str | None:

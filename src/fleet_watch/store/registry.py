@@ -157,3 +157,8 @@ def all_claims(conn: sqlite3.Connection) -> list[Claim]:
 def all_holders(conn: sqlite3.Connection) -> list[Holder]:
     """Every registered process as a holder, claims or not."""
     return [_holder(row) for row in conn.execute(f"SELECT {_HOLDER_COLUMNS} FROM processes p ORDER BY p.id")]
+
+
+def has_external_resources(conn: sqlite3.Connection) -> bool:
+    """Whether any external resource is recorded (their own SQL lives in ``store/external.py``)."""
+    return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM external_resources)").fetchone()[0])
