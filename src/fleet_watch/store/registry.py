@@ -143,10 +143,15 @@ def _claim_holder(row: tuple[Any, ...]) -> Holder:
 
 
 def _claims(conn: sqlite3.Connection, where: str, params: Iterable[Any]) -> list[Claim]:
-    return [
-        Claim(kind=row[7], key=row[8], amount_mb=row[9], basis=row[10], holder=_claim_holder(row), claim_id=row[19])
-        for row in conn.execute(_CLAIM_JOIN + where + " ORDER BY c.id", tuple(params))
-    ]
+    holders: dict[tuple[int | None, int | None, int | None], Holder] = {}  # one object per holder, not per claim
+    out = []
+    for row in conn.execute(_CLAIM_JOIN + where + " ORDER BY c.id", tuple(params)):
+        key = (row[0], row[11], row[16])
+        holder = holders.get(key)
+        if holder is None:
+            holder = holders[key] = _claim_holder(row)
+        out.append(Claim(kind=row[7], key=row[8], amount_mb=row[9], basis=row[10], holder=holder, claim_id=row[19]))
+    return out
 
 
 def all_claims(conn: sqlite3.Connection) -> list[Claim]:
