@@ -60,6 +60,14 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+def _without_interpreter_module(argv: list[str]) -> list[str]:
+    """``python -m sglang.launch_server --model-path M``: the interpreter's ``-m`` names a module, not the model."""
+    if re.match(r"^python(\d+(\.\d+)?)?$", re.split(r"[\\/]", argv[0])[-1]) and "-m" in argv[1:3]:
+        at = argv.index("-m", 1)
+        return argv[at + 1:]
+    return argv
+
+
 def parse_command(cmdline: str) -> ServerCommand | None:
     """The server in ``cmdline``, or None when it is not a model server this module knows."""
     try:
@@ -69,6 +77,7 @@ def parse_command(cmdline: str) -> ServerCommand | None:
     if not argv:
         return None
     fw = _framework(argv)
+    argv = _without_interpreter_module(argv)
     if fw is None:
         return None
     model = _flag(argv, _MODEL_FLAGS)
