@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "discover": ("fleet_watch.cli.discover", "discover", "Scan processes once; register, update and clean workloads."),
     "watch": ("fleet_watch.cli.watch", "watch", "Discovery cycles in the foreground until SIGINT/SIGTERM."),
     "health": ("fleet_watch.cli.health", "health", "Memory pressure, sessions, idle workloads, GPU memory watch."),
+    "hook": ("fleet_watch.cli.hook", "hook", "Answer a Claude Code / Codex / Gemini CLI hook call (fails closed)."),
 }
 
 

@@ -84,6 +84,26 @@ class Launch:
     ctx: int | None = None
     kv_dtype: str | None = None
     gpu_device: int | None = None  # CUDA_VISIBLE_DEVICES=N on the line (one device)
+    program: str = ""  # the program's base name ("-m module" for python -m)
+
+    def port_advice(self, port: int) -> str:
+        """How to give this command ``port`` instead, in the form its line already uses."""
+        origin, program = self.port_origin, self.program
+        if origin == "OLLAMA_HOST" or (origin == "default" and program == "ollama"):
+            return f"OLLAMA_HOST=127.0.0.1:{port}"
+        if origin == "PORT":
+            return f"PORT={port}"
+        if origin == "-p" or (origin == "default" and program in ("rails", "bin/rails")):
+            return f"-p {port}"
+        if origin == "--bind" or (origin == "default" and "gunicorn" in program):
+            return f"--bind 127.0.0.1:{port}"
+        if origin == "--publish":
+            return f"-p {port}:<container port>"
+        if origin == "positional" or (origin == "default" and ("http.server" in program or "manage.py" in program)):
+            return f"{port} as the port argument"
+        if "streamlit" in program:
+            return f"--server.port {port}"
+        return f"--port {port}"
 
 
 def tokenize(line: str) -> list[str]:
@@ -244,6 +264,7 @@ def _classify(argv: list[str], env: dict[str, str], own: dict[str, str]) -> Laun
         return None
     rest = body[1:]
     words = " ".join([program, *rest])
+    name = program if program != "-m" else f"-m {rest[0] if rest else ''}"
     text = shlex.join(argv)
     device = _gpu_device(env)
 
@@ -252,28 +273,28 @@ def _classify(argv: list[str], env: dict[str, str], own: dict[str, str]) -> Laun
             parsed = parse_command(text if program != "-m" else "python " + shlex.join(body))
             port, origin = _server_port(program, body, rest, env, default_port)
             if parsed is None:
-                return Launch("model_server", text, port, origin, framework, gpu_device=device)
+                return Launch("model_server", text, port, origin, framework, gpu_device=device, program=name)
             return Launch("model_server", text, port, origin, framework, parsed.model, parsed.ctx, parsed.kv_dtype,
-                          device)
+                          device, name)
 
     for pattern, default_port in _DEV_SERVERS:
         if pattern.match(words):
             port, origin = _server_port(program, body, rest, env, default_port)
-            return Launch("dev_server", text, port, origin, gpu_device=device)
+            return Launch("dev_server", text, port, origin, gpu_device=device, program=name)
 
     if program in _LISTENS_WITH_L:
         if not any(a == "-l" or (a.startswith("-") and not a.startswith("--") and "l" in a) for a in rest):
             return None
         value = _port(_flag_value(rest, ("-p",))) or next((p for a in rest if (p := _port(a))), None)
-        return Launch("listener", text, value, "-p") if value is not None else None
+        return Launch("listener", text, value, "-p", program=name) if value is not None else None
     if program == "socat":
         m = next((m for a in rest if (m := re.match(r"(?i)^tcp[46]?-listen:(\d+)", a))), None)
         value = _port(m.group(1)) if m else None
-        return Launch("listener", text, value, "positional") if value is not None else None
+        return Launch("listener", text, value, "positional", program=name) if value is not None else None
     port, origin = _explicit_port(program, rest)
     if port is None and (port := _env_port(own)) is not None:
         origin = "PORT"
-    return Launch("listener", text, port, origin, gpu_device=device) if port is not None else None
+    return Launch("listener", text, port, origin, gpu_device=device, program=name) if port is not None else None
 
 
 def parse_launches(line: str, *, depth: int = 0) -> list[Launch]:
