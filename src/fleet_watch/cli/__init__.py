@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "health": ("fleet_watch.cli.health", "health", "Memory pressure, sessions, idle workloads, GPU memory watch."),
     "hook": ("fleet_watch.cli.hook", "hook", "Answer a Claude Code / Codex / Gemini CLI hook call (fails closed)."),
     "integrate": ("fleet_watch.cli.integrate", "integrate", "Install (or --remove) the hooks in an agent's settings."),
+    "mcp": ("fleet_watch.cli.mcp", "mcp_command", "Serve guard, check, release, status, estimate, health over MCP."),
 }
 
 

@@ -1,0 +1,148 @@
+"""The tools of ``fleet mcp`` (see ``cli/mcp.py``): each answers the same JSON document as the CLI command of the
+same name (``guard --json``, ``release --json``, ``status --json``, ``estimate --json``, ``health --json``);
+``check`` has no JSON form on the CLI and answers ``{"allowed", "checks"}``, the guard's verdict on the resources
+named. An error is a tool error whose text is the CLI's error object (``{"allowed": false, "reason", "error",
+"exit_code"}``).
+
+Imported only by ``fleet mcp``: the SDK and pydantic cost a second. Written for the SDK's 2.x API
+(``mcp.server.mcpserver.MCPServer``; 1.x called it ``mcp.server.fastmcp.FastMCP``); pyproject pins ``mcp>=2,<3``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from fleet_watch.errors import FleetError, UsageError
+
+if TYPE_CHECKING:
+    from fleet_watch.service.fleet import Fleet
+
+T = TypeVar("T")
+INSTRUCTIONS = (
+    "Fleet Watch keeps the registry of AI processes on this machine and what they hold (ports, GPU memory, "
+    "repositories). Call guard before binding a port, starting a model server or writing to a repository; if "
+    "allowed is false, do not proceed: the reason names the holder and suggested_ports lists free ports."
+)
+
+# The tools' typed inputs (validated by the SDK before a tool runs).
+Port = Annotated[int | None, Field(description="TCP port", ge=1, le=65535)]
+Repo = Annotated[str | None, Field(description="Repository directory (absolute path)")]
+GpuMb = Annotated[int | None, Field(description="GPU memory in MB", ge=0)]
+Device = Annotated[int | None, Field(description="NVIDIA device index (multi-GPU machines)", ge=0)]
+Session = Annotated[str | None, Field(description="Your session id (default: the server's environment)")]
+Framework = Annotated[str | None, Field(description="llama_cpp, ollama, vllm, sglang, mlx, candle, transformers")]
+Model = Annotated[str | None, Field(description="GGUF path, Hugging Face folder or repo id, model name or size")]
+Ctx = Annotated[int | None, Field(description="Context tokens", ge=1)]
+KvDtype = Annotated[str | None, Field(description="KV cache type: f16, q8_0, q4_0, fp8, mlx8, mlx4")]
+RamMb = Annotated[int | None, Field(description="Plan for a machine with this much memory (MB)", ge=1)]
+Pid = Annotated[int | None, Field(description="Release every claim of this process", ge=1)]
+ReleasePort = Annotated[int | None, Field(description="Release just this port claim", ge=1, le=65535)]
+ModelName = Annotated[str, Field(description="GGUF path, Hugging Face folder or repo id, name or size", min_length=1)]
+Quant = Annotated[str | None, Field(description="Quantization (Q4_K_M, AWQ, FP8 ...)")]
+Parallel = Annotated[int, Field(description="Parallel sequences", ge=1, le=1024)]
+SampleSeconds = Annotated[float, Field(description="CPU and page-out sampling window (s)", ge=0, le=60)]
+
+
+def _with_fleet(command: str, work: Callable[[Fleet], T]) -> T:
+    """Open the registry, run ``work``, close it; a FleetError becomes the CLI's error object as a tool error."""
+    from fleet_watch.cli import _error_payload
+    from fleet_watch.cli.context import open_fleet
+
+    try:
+        fleet = open_fleet()
+        try:
+            return work(fleet)
+        finally:
+            fleet.close()
+    except FleetError as err:
+        payload = _error_payload(err.kind, err.message, int(err.exit_code), command)
+        raise ToolError(json.dumps(payload)) from err
+
+
+def build_server() -> MCPServer:
+    from fleet_watch.cli.context import current_session
+    from fleet_watch.service.preflight import GuardRequest
+
+    server: MCPServer = MCPServer("fleet-watch", instructions=INSTRUCTIONS, log_level="WARNING")
+
+    @server.tool()
+    def guard(port: Port = None, repo: Repo = None, gpu_mb: GpuMb = None, gpu_device: Device = None,
+              framework: Framework = None, model: Model = None, ctx: Ctx = None, kv_dtype: KvDtype = None,
+              ram_mb: RamMb = None, session_id: Session = None) -> dict[str, Any]:
+        """Pre-flight verdict (fleet guard --json): may I bind this port, write this repo, claim this GPU memory,
+        and does this model fit? allowed=false means do not proceed; checks.*.reason names the holder."""
+        request = GuardRequest(port=port, repo=repo, gpu_mb=gpu_mb, gpu_device=gpu_device, framework=framework,
+                               model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb,
+                               session_id=current_session(session_id))
+        return _with_fleet("guard", lambda fleet: fleet.evaluate(request).to_dict())
+
+    @server.tool()
+    def check(port: Port = None, repo: Repo = None, gpu_mb: GpuMb = None, gpu_device: Device = None,
+              session_id: Session = None) -> dict[str, Any]:
+        """Is this port / repo / GPU amount available (fleet check)? {"allowed", "checks"} for the ones named."""
+        def work(fleet: Fleet) -> dict[str, Any]:
+            if port is None and repo is None and gpu_mb is None:
+                raise UsageError("specify port, repo or gpu_mb")
+            result = fleet.evaluate(GuardRequest(port=port, repo=repo, gpu_mb=gpu_mb, gpu_device=gpu_device,
+                                                 session_id=current_session(session_id)))
+            return {"allowed": result.allowed, "checks": result.checks}
+
+        return _with_fleet("check", work)
+
+    @server.tool()
+    def release(pid: Pid = None, port: ReleasePort = None) -> dict[str, Any]:
+        """Release a registered process and all its claims (pid), or one port claim (fleet release --json)."""
+        def work(fleet: Fleet) -> dict[str, Any]:
+            if pid is None and port is None:
+                raise UsageError("specify --pid or --port")
+            released: list[dict[str, Any]] = []
+            if pid is not None:
+                rec = fleet.release_pid(pid)
+                released.append({"pid": rec.pid, "name": rec.name, "ports": list(rec.ports),
+                                 "repos": list(rec.repos), "gpu_mb": rec.gpu_mb})
+            if port is not None:
+                rec = fleet.release_port(port)
+                released.append({"pid": rec.pid, "name": rec.name, "port": port})
+            return {"released": released}
+
+        return _with_fleet("release", work)
+
+    @server.tool()
+    def status() -> dict[str, Any]:
+        """Registered processes, claims, GPU budget, sessions (fleet status --json, the state.json document)."""
+        from fleet_watch.service.status import gather_state
+
+        return _with_fleet("status", gather_state)
+
+    @server.tool()
+    def estimate(model: ModelName, quant: Quant = None, ctx: Ctx = None, kv_dtype: KvDtype = None,
+                 framework: Framework = None, parallel: Parallel = 1, ram_mb: RamMb = None) -> dict[str, Any]:
+        """Will this model fit? Weights, KV cache, activations and overhead (fleet estimate --json)."""
+        from fleet_watch.service.estimate import evaluate
+
+        def work(fleet: Fleet) -> dict[str, Any]:
+            if not model.strip():
+                raise UsageError("--model must not be empty")
+            return evaluate(fleet.settings, allocated_mb=fleet.budget().allocated_mb,
+                            live_allocated=fleet.live_gpu_allocated_mb, framework=framework, model=model,
+                            quant=quant, ctx=ctx, kv_dtype=kv_dtype, parallel=parallel, ram_mb=ram_mb,
+                            machines=True)
+
+        return _with_fleet("estimate", work)
+
+    @server.tool()
+    def health(sample_seconds: SampleSeconds = 1.0) -> dict[str, Any]:
+        """Memory pressure, agent sessions, idle workloads and the GPU memory watch (fleet health --json)."""
+        from fleet_watch.service.health import gather_health
+
+        return _with_fleet("health", lambda fleet: gather_health(fleet, sample_s=sample_seconds).document)
+
+    return server
+
+
