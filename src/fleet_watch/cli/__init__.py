@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "hook": ("fleet_watch.cli.hook", "hook", "Answer a Claude Code / Codex / Gemini CLI hook call (fails closed)."),
     "integrate": ("fleet_watch.cli.integrate", "integrate", "Install (or --remove) the hooks in an agent's settings."),
     "mcp": ("fleet_watch.cli.mcp", "mcp_command", "Serve guard, check, release, status, estimate, health over MCP."),
+    "run": ("fleet_watch.cli.run", "run", "Start a command if the guard allows it; hold its claims while it runs."),
 }
 
 
