@@ -39,10 +39,17 @@ def test_launches(line: str, kind: str, port: int, origin: str, model: str | Non
 @pytest.mark.parametrize("line", [
     "ls -la", "git commit -m 'vllm serve --port 9'", "ssh -p 2222 host", "mkdir -p 5", "export PORT=4000; make build",
     "echo \"unterminated", "psql --port 5432 -c 'select 1'", "curl -p http://127.0.0.1:8000/", "npm test",
-    "cat <<'EOF'\nit's fine\nEOF", "",
+    "cat <<'EOF'\nit's fine\nEOF", "", "echo 'run: uvicorn app --port 8000'",
+    "cat > README.md <<EOF\nStart it with\n  vllm serve m --port 8000\n  PORT=3000 npm run dev\nEOF",
+    "cat <<-END >notes\n\tollama serve\n\tEND\nls",
 ])
 def test_not_launches(line: str) -> None:
     assert [launch for launch in parse_launches(line) if launch.port is not None] == []
+
+
+def test_commands_after_a_here_document_still_count() -> None:
+    line = "cat > app.py <<'PY'\nprint('--port 1')\nPY\npython app.py --port 8123"
+    assert [launch.port for launch in parse_launches(line)] == [8123]
 
 
 def test_several_launches_in_one_line_and_gpu_device() -> None:

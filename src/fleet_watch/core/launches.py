@@ -34,6 +34,9 @@ _CLIENTS = {
     "mysqldump", "mariadb", "redis-cli", "valkey-cli", "mongo", "mongosh", "curl", "wget", "http", "https", "telnet",
     "git", "mkdir", "cp", "install", "ls", "grep", "rg", "sed", "awk", "patch", "diff", "tar", "zip", "unzip", "xargs",
     "lsof", "ss", "netstat", "fleet", "kill", "pkill", "gh",
+    # programs that only print or handle files: a --port in their arguments is text, not a listener
+    "echo", "printf", "cat", "less", "head", "tail", "wc", "find", "which", "type", "man", "test", "[", "true",
+    "false", "touch", "rm", "mv", "ln", "chmod", "chown", "jq", "yq", "tee", "sort", "uniq", "cut", "tr",
 }
 _LISTENS_WITH_L = {"nc", "ncat", "netcat"}
 
@@ -106,6 +109,26 @@ class Launch:
         return f"--port {port}"
 
 
+_HEREDOC = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z0-9_.-]+)\2")
+
+
+def strip_heredocs(line: str) -> str:
+    """The line without the bodies of its here-documents (``cat > f <<EOF ... EOF``): text, not commands."""
+    out: list[str] = []
+    lines = line.split("\n")
+    i = 0
+    while i < len(lines):
+        current = lines[i]
+        out.append(current)
+        i += 1
+        for m in _HEREDOC.finditer(current):
+            dash, word = m.group(1), m.group(3)
+            while i < len(lines) and (lines[i].lstrip("\t") if dash else lines[i]) != word:
+                i += 1
+            i += 1  # the delimiter line
+    return "\n".join(out)
+
+
 def tokenize(line: str) -> list[str]:
     """Shell words and operators; unterminated quotes fall back to a plain split."""
     try:
@@ -125,7 +148,7 @@ def simple_commands(line: str) -> list[list[str]]:
     """The line cut into simple commands at ``;``, ``&&``, ``|``, ``&``, newlines and parentheses, with
     redirections (and the file or descriptor they name) removed."""
     out: list[list[str]] = [[]]
-    tokens = tokenize(_FD_REDIRECT.sub("", line))
+    tokens = tokenize(_FD_REDIRECT.sub("", strip_heredocs(line)))
     skip = False
     for tok in tokens:
         if skip:
