@@ -65,3 +65,10 @@ def test_several_launches_in_one_line_and_gpu_device() -> None:
 ])
 def test_port_advice_speaks_the_commands_language(line: str, advice: str) -> None:
     assert parse_launches(line)[0].port_advice(9) == advice
+
+
+def test_the_interpreters_module_is_not_the_model() -> None:
+    from fleet_watch.core.estimator.commandline import parse_command
+
+    assert parse_command("python3 -u -m sglang.launch_server --model-path org/m").model == "org/m"  # type: ignore[union-attr]
+    assert parse_command("python3 /srv/llama-server -m /m/q.gguf --port 1").model == "/m/q.gguf"  # type: ignore[union-attr]

@@ -61,10 +61,15 @@ def _int(value: str | None) -> int | None:
 
 
 def _without_interpreter_module(argv: list[str]) -> list[str]:
-    """``python -m sglang.launch_server --model-path M``: the interpreter's ``-m`` names a module, not the model."""
-    if re.match(r"^python(\d+(\.\d+)?)?$", re.split(r"[\\/]", argv[0])[-1]) and "-m" in argv[1:3]:
-        at = argv.index("-m", 1)
-        return argv[at + 1:]
+    """``python -m sglang.launch_server --model-path M``: the interpreter's own ``-m`` names a module, not the model.
+    Only an ``-m`` among the interpreter's options counts (``python3 -u -m x``), not one after a script's path."""
+    if not re.match(r"^python(\d+(\.\d+)?)?$", re.split(r"[\\/]", argv[0])[-1]):
+        return argv
+    for i in range(1, len(argv)):
+        if argv[i] == "-m":
+            return argv[i + 1:]
+        if not argv[i].startswith("-") or argv[i] == "-c":
+            break
     return argv
 
 
