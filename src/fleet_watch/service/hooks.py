@@ -128,7 +128,7 @@ def _shell_denial(fleet: Fleet, launch: Launch, result: GuardResult) -> str:
     parts: list[str] = []
     port = result.checks.get("port")
     if port is not None and not port["allowed"]:
-        text = port["reason"] + _holder_tail(port["holder"])
+        text = "Port: " + port["reason"] + _holder_tail(port["holder"])
         free = port["suggested_ports"]
         if free:
             text += f". Free alternative: port {free[0]} ({launch.port_advice(free[0])})"
@@ -139,7 +139,7 @@ def _shell_denial(fleet: Fleet, launch: Launch, result: GuardResult) -> str:
         parts.append(text)
     gpu = result.checks.get("gpu")
     if gpu is not None and not gpu["allowed"]:
-        text = str(gpu.get("detail") or gpu["reason"])
+        text = "GPU: " + str(gpu.get("detail") or gpu["reason"])
         holders = _gpu_holders(fleet)
         if holders:
             text += f"; GPU memory is held by {holders}"
