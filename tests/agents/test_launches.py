@@ -50,6 +50,7 @@ def test_not_launches(line: str) -> None:
 def test_commands_after_a_here_document_still_count() -> None:
     line = "cat > app.py <<'PY'\nprint('--port 1')\nPY\npython app.py --port 8123"
     assert [launch.port for launch in parse_launches(line)] == [8123]
+    assert [launch.port for launch in parse_launches("grep x <<<word\nuvicorn a:b --port 8124")] == [8124]
 
 
 def test_several_launches_in_one_line_and_gpu_device() -> None:

@@ -109,7 +109,7 @@ class Launch:
         return f"--port {port}"
 
 
-_HEREDOC = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z0-9_.-]+)\2")
+_HEREDOC = re.compile(r"(?<!<)<<(?!<)(-?)\s*(['\"]?)([A-Za-z0-9_.-]+)\2")  # not the here-string <<<
 
 
 def strip_heredocs(line: str) -> str:
