@@ -10,6 +10,7 @@ The registry is opened only when a command starts something or a file is written
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,9 +50,10 @@ class Verdict:
     notes: tuple[str, ...] = ()  # for the user: what could not be checked
 
 
-def _launches(command: str) -> list[Launch]:
-    """What the line starts that the guard can judge: a port, or a model to size."""
-    return [launch for launch in parse_launches(command) if launch.port is not None or launch.model is not None]
+@functools.lru_cache(maxsize=4)
+def _launches(command: str) -> tuple[Launch, ...]:
+    """What the line starts that the guard can judge: a port, or a model to size (read once per call)."""
+    return tuple(launch for launch in parse_launches(command) if launch.port is not None or launch.model is not None)
 
 
 def needs_registry(event: HookEvent) -> bool:
