@@ -67,8 +67,8 @@ def main() -> int:
         try:
             fleet = Fleet.open(home)
             for i, proc in enumerate(sleepers):
-                fleet.register(pid=proc.pid, name=f"worker-{i}", workstream=f"ws-{i % 7}", port=20000 + i,
-                               gpu_mb=64, repo=f"/srv/bench/repo-{i}")
+                fleet.register(pid=proc.pid, name=f"worker-{i}", workstream=f"ws-{i % 7}", ports=[20000 + i],
+                               gpu_mb=64, repos=[f"/srv/bench/repo-{i}"])
             fleet.close()
             for label, extra in (
                 ("guard --json --port", ["guard", "--json", "--port", "18999"]),

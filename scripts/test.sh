@@ -8,6 +8,7 @@ PY="${PYTHON:-.venv/bin/python}"
 
 "$PY" -m ruff check src tests bench
 "$PY" -m mypy
+"$(dirname "$PY")/lint-imports" --no-cache  # the layering contracts (pyproject.toml)
 if [ "$(id -u)" = 0 ] && unshare --pid --fork --mount-proc true 2>/dev/null; then
     exec unshare --pid --fork --mount-proc "$PY" -m pytest -q "$@"
 fi

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -98,6 +99,41 @@ class Children:
             proc.wait(timeout=10)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+class PortHolds:
+    """Ports reserved for a test without listening on them: each is bound (SO_REUSEADDR, never listen()) by this
+    test process until released, so no other process can take it in between (a bind-close-return helper races
+    with everything else on the machine), while Fleet Watch's own bind probe still sees it as free."""
+
+    def __init__(self) -> None:
+        self.socks: dict[int, socket.socket] = {}
+
+    def take(self) -> int:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+        self.socks[port] = sock
+        return port
+
+    def release(self, port: int) -> None:
+        """Hand the port to a program of the test that must bind it itself."""
+        self.socks.pop(port).close()
+
+    def close(self) -> None:
+        for sock in self.socks.values():
+            sock.close()
+        self.socks.clear()
+
+
+@pytest.fixture
+def free_ports() -> Iterator[PortHolds]:
+    holds = PortHolds()
+    try:
+        yield holds
+    finally:
+        holds.close()
 
 
 @pytest.fixture

@@ -72,6 +72,9 @@ DEFAULT_IDLE_PATTERNS = [
 # The README's multipliers: transient memory (KV cache + activations) is multiplied by these.
 DEFAULT_FRAMEWORK_OVERHEAD = {"candle": 2.0, "vllm": 1.4, "mlx": 1.3, "ollama": 1.1, "llama_cpp": 1.1}
 
+# Pages written out per second, sustained, that mean the GPU's working set no longer fits (Apple unified memory).
+DEFAULT_THRASH_PAGEOUTS_PER_S = 1000.0
+
 
 def default_reserve_mb(total_mb: int) -> int:
     """An eighth of the pool, at least 2 GiB and at most 16 GiB, and never more than half of it.
@@ -89,17 +92,53 @@ def vram_reserve_mb(total_mb: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkloadPattern:
+    """One ``patterns`` entry: a command-line regex and what a matching process is registered as.
+
+    ``gpu_mb_default`` is a guess shown as an estimate (it never denies anything by itself); ``gpu_mb_reserved``,
+    when the user sets it, is a reservation: a firm claim held for every matching process until it is measured.
+    """
+
+    name_template: str
+    process_match: str
+    workstream: str
+    priority: int = 3
+    gpu_mb_default: int = 0
+    gpu_mb_reserved: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPatternSetting:
+    name: str
+    kind: str
+    process_match: str
+
+
+@dataclass(frozen=True, slots=True)
+class PressureThresholds:
+    elevated: float = 70.0
+    critical: float = 85.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    """The validated configuration. ``raw`` is the merged document, as written to ``config.json``."""
+    """The validated configuration: every key that code reads is a typed field here (nothing reads the raw file)."""
 
     home: Path
     gpu_total_mb: int
     gpu_reserve_mb: int
-    preferred_ports: tuple[int, ...]
-    physical_ram_mb: int | None
-    raw: Mapping[str, Any]
+    preferred_ports: tuple[int, ...] = tuple(DEFAULT_PREFERRED_PORTS)
+    physical_ram_mb: int | None = None
     # Per-device budgets (device index -> (total MB, reserve MB)); empty means the single pool.
     gpu_devices: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    patterns: tuple[WorkloadPattern, ...] = ()
+    session_patterns: tuple[SessionPatternSetting, ...] = ()
+    idle_patterns: tuple[str, ...] = ()
+    idle_cpu_threshold: float = 1.0
+    pressure_thresholds: PressureThresholds = PressureThresholds()
+    framework_overhead: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FRAMEWORK_OVERHEAD))
+    gpu_pageout_thrash_threshold: float = DEFAULT_THRASH_PAGEOUTS_PER_S
+    warnings: tuple[str, ...] = ()  # unknown keys, each with the nearest known one
 
     @property
     def db_path(self) -> Path:
@@ -108,9 +147,6 @@ class Settings:
     @property
     def config_path(self) -> Path:
         return self.home / CONFIG_NAME
-
-    def get(self, key: str) -> Any:
-        return self.raw.get(key)
 
 
 def resolve_home(environ: Mapping[str, str]) -> Path:
@@ -121,13 +157,28 @@ def resolve_home(environ: Mapping[str, str]) -> Path:
 
 
 def ensure_home(home: Path) -> None:
-    """Create the state directory with mode 0700 (and tighten it if someone loosened it)."""
+    """Create the state directory with mode 0700, and tighten one of ours that someone loosened.
+
+    A directory that another user owns is left as it is: its owner decides who may read it, and this user can
+    still read the registry (read-only commands work) if the modes allow.
+    """
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if home.stat().st_mode & 0o077:
-            home.chmod(0o700)
     except OSError as err:
         raise ConfigError(f"cannot create state directory {home}: {err.strerror}") from err
+    try:
+        st = home.stat()
+    except OSError as err:
+        raise ConfigError(f"cannot read state directory {home}: {err.strerror}") from err
+    if not home.is_dir():
+        raise ConfigError(f"state directory {home} is not a directory")
+    if st.st_uid != os.geteuid():
+        return
+    if st.st_mode & 0o077:
+        try:
+            home.chmod(0o700)
+        except OSError as err:
+            raise ConfigError(f"cannot make state directory {home} private (mode 0700): {err.strerror}") from err
 
 
 def write_json_atomic(path: Path, document: object) -> None:
@@ -139,6 +190,8 @@ def write_json_atomic(path: Path, document: object) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(document, fh, indent=2)
             fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())  # the bytes are on disk before the rename makes them the file
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
@@ -208,7 +261,7 @@ def load_settings(home: Path, detect_total_mb: Callable[[], Detected]) -> Settin
             write_json_atomic(path, document)
         except OSError as err:
             raise ConfigError(f"cannot write {path}: {err.strerror}") from err
-        return _validate(home, document)
+        return settings_from_document(home, document)
 
     try:
         user = jsonio.loads(text)
@@ -225,7 +278,7 @@ def load_settings(home: Path, detect_total_mb: Callable[[], Detected]) -> Settin
     merged["gpu_total_mb"] = total
     if "gpu_reserve_mb" not in user and _is_int(total) and total > 0:
         merged["gpu_reserve_mb"] = vram_reserve_mb(total) if vram else default_reserve_mb(total)
-    return _validate(home, merged)
+    return settings_from_document(home, merged)
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -238,103 +291,159 @@ def _is_number(value: object) -> TypeGuard[int | float]:
 
 def _positive_int(value: object, key: str) -> int:
     if not _is_int(value) or value <= 0:
-        raise ConfigError(f"config key {key!r} must be a positive integer, got {value!r}")
+        raise ConfigError(f"config key {key!r} must be a positive integer, got {_show(value)}")
     return value
 
 
-def _regex(value: object, key: str) -> None:
+def _regex(value: object, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"config key {key!r} must be a non-empty regular expression string")
     try:
         re.compile(value)
-    except re.error as err:
+    except (re.error, RecursionError, OverflowError) as err:
         raise ConfigError(f"config key {key!r} is not a valid regular expression: {err}") from err
+    return value
 
 
-def _validate(home: Path, doc: dict[str, Any]) -> Settings:
+# Every top-level key that config.json may hold. Anything else is reported (with the nearest known key), not used.
+KNOWN_KEYS = frozenset({
+    "gpu_total_mb", "gpu_reserve_mb", "preferred_ports", "physical_ram_mb", "patterns", "session_patterns",
+    "idle_patterns", "idle_cpu_threshold", "pressure_thresholds", "gpu_estimator", "gpu_devices",
+    "gpu_pageout_thrash_threshold",
+    "hooks",  # {"on_error": "deny"|"warn"}: read by service/hooks.py on_error_policy (fleet hook)
+})
+_PATTERN_KEYS = frozenset({"name_template", "process_match", "workstream", "priority", "gpu_mb_default",
+                           "gpu_mb_reserved"})
+
+
+def settings_from_document(home: Path, doc: Mapping[str, Any]) -> Settings:
+    """Validate a merged document into ``Settings``; any wrong type or range is a ``ConfigError`` naming its key."""
     total = _positive_int(doc.get("gpu_total_mb"), "gpu_total_mb")
     reserve = doc.get("gpu_reserve_mb")
     if not _is_int(reserve) or reserve < 0:
-        raise ConfigError(f"config key 'gpu_reserve_mb' must be an integer >= 0, got {reserve!r}")
+        raise ConfigError(f"config key 'gpu_reserve_mb' must be an integer >= 0, got {_show(reserve)}")
     if reserve >= total:
         raise ConfigError(f"config key 'gpu_reserve_mb' ({reserve}) must be less than gpu_total_mb ({total})")
 
-    ports = doc.get("preferred_ports")
+    ports = doc.get("preferred_ports", DEFAULT_PREFERRED_PORTS)
     if not isinstance(ports, list) or not all(_is_int(p) and 1 <= p <= 65535 for p in ports):
         raise ConfigError("config key 'preferred_ports' must be a list of integers between 1 and 65535")
 
     ram_value = doc.get("physical_ram_mb")
     ram = None if ram_value is None else _positive_int(ram_value, "physical_ram_mb")
 
-    patterns = doc.get("patterns")
-    if not isinstance(patterns, list):
+    pressure = doc.get("pressure_thresholds", {})
+    if not isinstance(pressure, dict):
+        raise ConfigError("config key 'pressure_thresholds' must be an object")
+    elevated = _number(pressure.get("elevated", 70), "pressure_thresholds.elevated", 0, 100)
+    critical = _number(pressure.get("critical", 85), "pressure_thresholds.critical", 0, 100)
+    if elevated > critical:
+        raise ConfigError("config key 'pressure_thresholds': 'elevated' must not exceed 'critical'")
+
+    estimator = doc.get("gpu_estimator", {})
+    if not isinstance(estimator, dict):
+        raise ConfigError("config key 'gpu_estimator' must be an object")
+    overhead = estimator.get("framework_overhead", DEFAULT_FRAMEWORK_OVERHEAD)
+    if not isinstance(overhead, dict):
+        raise ConfigError("config key 'gpu_estimator.framework_overhead' must be an object")
+    multipliers = {str(name): _number(mult, f"gpu_estimator.framework_overhead.{name}", 1.0, 100.0)
+                   for name, mult in overhead.items()}
+
+    idle = doc.get("idle_patterns", [])
+    if not isinstance(idle, list):
+        raise ConfigError("config key 'idle_patterns' must be a list of regular expressions")
+    return Settings(
+        home=home,
+        gpu_total_mb=total,
+        gpu_reserve_mb=reserve,
+        preferred_ports=tuple(ports),
+        physical_ram_mb=ram,
+        gpu_devices=_validate_devices(doc.get("gpu_devices", {})),
+        patterns=_patterns(doc.get("patterns", [])),
+        session_patterns=_session_patterns(doc.get("session_patterns", [])),
+        idle_patterns=tuple(_regex(pat, f"idle_patterns[{i}]") for i, pat in enumerate(idle)),
+        idle_cpu_threshold=_number(doc.get("idle_cpu_threshold", 1.0), "idle_cpu_threshold", 0, 100_000,
+                                   unit=" (percent of a core)"),
+        pressure_thresholds=PressureThresholds(float(elevated), float(critical)),
+        framework_overhead=multipliers,
+        gpu_pageout_thrash_threshold=_number(doc.get("gpu_pageout_thrash_threshold", DEFAULT_THRASH_PAGEOUTS_PER_S),
+                                             "gpu_pageout_thrash_threshold", 1, 10_000_000, unit=" (pages per second)"),
+        warnings=_unknown_keys(doc),
+    )
+
+
+def _patterns(value: object) -> tuple[WorkloadPattern, ...]:
+    if not isinstance(value, list):
         raise ConfigError("config key 'patterns' must be a list of objects")
-    for i, pat in enumerate(patterns):
+    out = []
+    for i, pat in enumerate(value):
         where = f"patterns[{i}]"
         if not isinstance(pat, dict):
             raise ConfigError(f"config key {where!r} must be an object")
-        _regex(pat.get("process_match"), f"{where}.process_match")
+        texts = {}
         for text_key in ("name_template", "workstream"):
             if not isinstance(pat.get(text_key), str) or not pat[text_key]:
                 raise ConfigError(f"config key '{where}.{text_key}' must be a non-empty string")
+            texts[text_key] = pat[text_key]
         prio = pat.get("priority", 3)
         if not _is_int(prio) or not 1 <= prio <= 5:
             raise ConfigError(f"config key '{where}.priority' must be an integer from 1 to 5")
         gpu = pat.get("gpu_mb_default", 0)
         if not _is_int(gpu) or gpu < 0:
             raise ConfigError(f"config key '{where}.gpu_mb_default' must be an integer >= 0")
+        reserved = pat.get("gpu_mb_reserved")
+        if reserved is not None and (not _is_int(reserved) or reserved < 0):
+            raise ConfigError(f"config key '{where}.gpu_mb_reserved' must be an integer >= 0")
+        out.append(WorkloadPattern(
+            name_template=texts["name_template"], process_match=_regex(pat.get("process_match"),
+                                                                       f"{where}.process_match"),
+            workstream=texts["workstream"], priority=prio, gpu_mb_default=gpu, gpu_mb_reserved=reserved))
+    return tuple(out)
 
-    sessions = doc.get("session_patterns")
-    if not isinstance(sessions, list):
+
+def _session_patterns(value: object) -> tuple[SessionPatternSetting, ...]:
+    if not isinstance(value, list):
         raise ConfigError("config key 'session_patterns' must be a list of objects")
-    for i, pat in enumerate(sessions):
+    out = []
+    for i, pat in enumerate(value):
         where = f"session_patterns[{i}]"
         if not isinstance(pat, dict) or not isinstance(pat.get("kind"), str) or not isinstance(pat.get("name"), str):
             raise ConfigError(f"config key {where!r} must be an object with string 'name' and 'kind'")
-        _regex(pat.get("process_match"), f"{where}.process_match")
+        out.append(SessionPatternSetting(name=pat["name"], kind=pat["kind"],
+                                         process_match=_regex(pat.get("process_match"), f"{where}.process_match")))
+    return tuple(out)
 
-    idle = doc.get("idle_patterns")
-    if not isinstance(idle, list):
-        raise ConfigError("config key 'idle_patterns' must be a list of regular expressions")
-    for i, pat in enumerate(idle):
-        _regex(pat, f"idle_patterns[{i}]")
 
-    threshold = doc.get("idle_cpu_threshold")
-    if not _is_number(threshold) or not 0 <= threshold <= 100_000:
-        raise ConfigError(f"config key 'idle_cpu_threshold' must be a number from 0 to 100000 (percent of a core), "
-                          f"got {threshold!r}")
+def _number(value: object, key: str, low: float, high: float, unit: str = "") -> float:
+    if not _is_number(value) or not low <= value <= high:
+        raise ConfigError(f"config key {key!r} must be a number from {low:g} to {high:g}{unit}, got {_show(value)}")
+    return float(value)
 
-    pressure = doc.get("pressure_thresholds")
-    if not isinstance(pressure, dict):
-        raise ConfigError("config key 'pressure_thresholds' must be an object")
-    for level in ("elevated", "critical"):
-        value = pressure.get(level)
-        if not _is_number(value) or not 0 <= value <= 100:
-            raise ConfigError(f"config key 'pressure_thresholds.{level}' must be a number from 0 to 100")
-    if pressure["elevated"] > pressure["critical"]:
-        raise ConfigError("config key 'pressure_thresholds': 'elevated' must not exceed 'critical'")
 
-    estimator = doc.get("gpu_estimator")
-    if not isinstance(estimator, dict):
-        raise ConfigError("config key 'gpu_estimator' must be an object")
-    overhead = estimator.get("framework_overhead", {})
-    if not isinstance(overhead, dict):
-        raise ConfigError("config key 'gpu_estimator.framework_overhead' must be an object")
-    for name, mult in overhead.items():
-        if not _is_number(mult) or not 1.0 <= mult <= 100.0:
-            raise ConfigError(f"config key 'gpu_estimator.framework_overhead.{name}' must be a number from 1.0 "
-                              "to 100.0")
+def _show(value: object) -> str:
+    """A config value quoted for an error message, never unbounded."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
-    devices = _validate_devices(doc.get("gpu_devices", {}))
-    return Settings(
-        gpu_devices=devices,
-        home=home,
-        gpu_total_mb=total,
-        gpu_reserve_mb=reserve,
-        preferred_ports=tuple(ports),
-        physical_ram_mb=ram,
-        raw=doc,
-    )
+
+def _unknown_keys(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    unknown = [str(k) for k in doc if k not in KNOWN_KEYS]
+    patterns = doc.get("patterns")
+    if isinstance(patterns, list):
+        unknown += [f"patterns[{i}].{k}" for i, p in enumerate(patterns) if isinstance(p, dict)
+                    for k in p if k not in _PATTERN_KEYS]
+    if not unknown:
+        return ()
+    import difflib
+
+    out = []
+    for key in unknown:
+        leaf = key.rsplit(".", 1)[-1]
+        pool = _PATTERN_KEYS if key.startswith("patterns[") else KNOWN_KEYS
+        near = difflib.get_close_matches(leaf, sorted(pool), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        out.append(f"config.json: unknown key {_show(key)} is ignored{hint}")
+    return tuple(out)
 
 
 def _validate_devices(value: object) -> dict[str, tuple[int, int]]:

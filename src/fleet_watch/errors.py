@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     INTEGRITY = 6  # the audit chain does not verify
     UNAVAILABLE = 7  # a probe or a tool that the command needs is missing
     UNHEALTHY = 8  # health found a critical alert
+    STATE_FILE = 9  # a state file (state.json, the cycle snapshot, a report) could not be written
     INTERNAL = 70  # a bug: reported in one line, with --debug for the traceback
 
 
@@ -31,9 +32,10 @@ class FleetError(Exception):
     exit_code: ExitCode = ExitCode.INTERNAL
     kind: str = "error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, extra: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.extra = extra or {}  # machine-readable fields added to the JSON error object
 
     def __str__(self) -> str:
         return self.message
@@ -61,6 +63,13 @@ class DatabaseError(FleetError):
     kind = "database_error"
 
 
+class StateFileError(FleetError):
+    """A state file could not be written (a full disk, a read-only or foreign-owned state directory)."""
+
+    exit_code = ExitCode.STATE_FILE
+    kind = "state_file_error"
+
+
 class IntegrityError(FleetError):
     exit_code = ExitCode.INTEGRITY
     kind = "integrity_error"
@@ -78,6 +87,6 @@ class Conflict(FleetError):
     kind = "conflict"
 
     def __init__(self, message: str, *, resource: str, holder: dict[str, object] | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, extra={"resource": resource, "holder": holder})
         self.resource = resource
         self.holder = holder

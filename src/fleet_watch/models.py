@@ -10,24 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fleet_watch.core import liveness
-
 ClaimKind = Literal["port", "repo", "gpu"]
-CLAIM_KINDS: tuple[ClaimKind, ...] = ("port", "repo", "gpu")
+
+# Where a GPU figure comes from. Only a firm claim counts against the budget and can deny anyone: one registered
+# explicitly ("declared"), measured (NVML, the Apple footprint, a server's own report) or configured by the user as a
+# reservation. An "estimate" (the estimator's figure, a pattern's default) is shown, never enforced.
+ClaimBasis = Literal["declared", "measured", "reserved", "estimate"]
+FIRM_BASES: frozenset[str] = frozenset({"declared", "measured", "reserved"})
 
 # The single GPU pool used where a machine has one device or none (the README's ledger).
 GPU_POOL = "all"
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessIdentity:
-    """A process is its PID plus its start time (seconds since the epoch), never the PID alone."""
-
-    pid: int
-    start_time: float
-
-    def same_process(self, other_start_time: float | None) -> bool:
-        return liveness.same_start(self.start_time, other_start_time)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,10 +35,6 @@ class Holder:
     session_id: str
     priority: int
 
-    @property
-    def identity(self) -> ProcessIdentity:
-        return ProcessIdentity(self.pid, self.start_time)
-
     def describe(self) -> str:
         return f"PID {self.pid} ({self.name})"
 
@@ -57,6 +45,11 @@ class Claim:
     key: str  # the port number, the resolved repo path, or the GPU device ("all" for the single pool)
     amount_mb: int = 0  # only GPU claims are budgeted
     holder: Holder
+    basis: ClaimBasis = "declared"
+
+    @property
+    def is_firm(self) -> bool:
+        return self.basis in FIRM_BASES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,14 +72,11 @@ class ProcessRecord:
     ports: tuple[int, ...] = ()
     repos: tuple[str, ...] = ()
     gpu: tuple[tuple[str, int], ...] = ()  # (device, MB)
+    gpu_basis: ClaimBasis | None = None  # how the GPU figure was obtained; None without a GPU claim
 
     @property
     def gpu_mb(self) -> int:
         return sum(mb for _, mb in self.gpu)
-
-    @property
-    def identity(self) -> ProcessIdentity:
-        return ProcessIdentity(self.pid, self.start_time)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +98,7 @@ class GpuBudget:
     total_mb: int
     reserve_mb: int
     allocated_mb: int
+    claims: tuple[Claim, ...] = ()  # the live firm claims that make up allocated_mb, when known
 
     @property
     def allocatable_mb(self) -> int:

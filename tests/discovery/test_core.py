@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet_watch.config import DEFAULT_PATTERNS, DEFAULT_SESSION_PATTERNS
+from fleet_watch.config import default_document, settings_from_document
 from fleet_watch.core import discovery as core
 from fleet_watch.models import ProcessRecord
 
-PATTERNS = core.compile_patterns(DEFAULT_PATTERNS)
+DEFAULTS = settings_from_document(Path("/nonexistent"), default_document(65536))
+PATTERNS = core.compile_patterns(DEFAULTS.patterns)
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ def _record(pid: int, *, source: str = "discover", ports: tuple[int, ...] = (), 
             rid: int | None = None) -> ProcessRecord:
     return ProcessRecord(record_id=rid or pid, pid=pid, start_time=1000.0, uid=None, name="n", workstream="w",
                          session_id="s", priority=3, model=None, start_cmd=None, source=source,
-                         registered_at="t", last_heartbeat="t", ports=ports, gpu=(("all", gpu),) if gpu else ())
+                         registered_at="t", last_heartbeat="t", ports=ports, gpu=(("all", gpu),) if gpu else (),
+                         gpu_basis="estimate" if gpu else None)
 
 
 def _observed(pid: int, ports: tuple[int, ...], gpu: int = 4096) -> core.Observed:
@@ -165,7 +168,7 @@ def plan_is_idempotent(observed: list[core.Observed], state: dict[int, set[int]]
 
 
 def test_sessions_fold_same_kind_children_and_skip_observers() -> None:
-    patterns = core.compile_session_patterns(DEFAULT_SESSION_PATTERNS)
+    patterns = core.compile_session_patterns(DEFAULTS.session_patterns)
     procs = [P(10, ("/usr/local/bin/claude", "--resume")), P(11, ("/usr/local/bin/claude", "mcp"), ppid=10),
              P(12, ("node", "/usr/lib/node_modules/.bin/codex")), P(13, ("grep", "claude")),
              P(14, ("/home/u/.local/bin/aider", "--model", "x"))]

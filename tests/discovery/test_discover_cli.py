@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Children
+from tests.conftest import Children, PortHolds
 from tests.discovery.servers import Servers, command
 
 
@@ -39,12 +38,6 @@ def _claims(home: Path) -> dict[int, dict[str, Any]]:
         return out
     finally:
         conn.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_discover_registers_exactly_the_servers_with_all_their_ports(fleet: Any, fleet_home: Path, servers: Servers,
@@ -128,11 +121,12 @@ def test_discover_follows_port_changes_and_cleans_up_after_exit(fleet: Any, flee
 
 
 def test_port_claimed_by_another_live_process_is_skipped_with_one_conflict_event(
-        fleet: Any, fleet_home: Path, servers: Servers, children: Children) -> None:
-    port = _free_port()
+        fleet: Any, fleet_home: Path, servers: Servers, children: Children, free_ports: PortHolds) -> None:
+    port = free_ports.take()
     owner = children.sleeper()
     assert fleet("register", "--pid", str(owner.pid), "--name", "planned", "--workstream", "ops",
                  "--port", str(port)).returncode == 0
+    free_ports.release(port)  # the squatter binds it itself
     squatter = servers.program("llama-server", "-m", "/models/m.gguf", "--port", str(port))
 
     doc = fleet("discover", "--json").json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,7 +50,8 @@ def test_watch_stops_cleanly_on_signal(fleet_home: Path, servers: Servers, child
     assert watch.stdout is not None
     assert watch.stderr is not None
     assert watch.stdout.readline().startswith("Fleet Watch running. Scanning every 30s.")
-    assert watch.stdout.readline().startswith(f"+ PID {server.pid} (llama.cpp server)")
+    line = watch.stdout.readline()
+    assert re.match(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d \+ PID {server.pid} \(llama.cpp server\)", line), line
     watch.send_signal(sig)  # arrives while it waits for the next tick: it must not wait 30 s
     rest, err = watch.communicate(timeout=20)
     assert watch.returncode == 0, err

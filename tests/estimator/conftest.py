@@ -12,14 +12,15 @@ import gguf
 import numpy as np
 import pytest
 
-from fleet_watch.config import Settings, default_document, merge
+from fleet_watch.config import Settings, default_document, merge, settings_from_document
 
 
 def settings(ram_mb: int | None = 131072, reserve_mb: int = 16384, **raw: Any) -> Settings:
     doc = merge(default_document(131072), raw)
     doc["physical_ram_mb"] = ram_mb
-    return Settings(home=Path("/nonexistent"), gpu_total_mb=131072, gpu_reserve_mb=reserve_mb, preferred_ports=(),
-                    physical_ram_mb=ram_mb, raw=doc)
+    doc["gpu_reserve_mb"] = reserve_mb
+    doc["preferred_ports"] = []
+    return settings_from_document(Path("/nonexistent"), doc)
 
 
 TensorSpec = tuple[str, Sequence[int], str]  # name, shape as (ne0, ne1, ne2), ggml type

@@ -20,7 +20,7 @@ def chain_db(fleet_home: Path, children: Children) -> Path:
     fleet = Fleet.open(fleet_home)
     procs = [children.sleeper() for _ in range(3)]
     for i, proc in enumerate(procs):
-        fleet.register(pid=proc.pid, name=f"w{i}", workstream="ws", port=18500 + i)
+        fleet.register(pid=proc.pid, name=f"w{i}", workstream="ws", ports=[18500 + i])
     fleet.release_pid(procs[0].pid)
     fleet.release_port(18501)
     fleet.close()
@@ -93,8 +93,10 @@ def test_history_verify_cli(chain_db: Path, fleet_home: Path) -> None:
     assert "Traceback" not in bad.stderr
     as_json = run_fleet("history", "--verify", "--json", home=fleet_home)
     assert as_json.returncode == 6
-    assert as_json.json() == {"valid": False, "count": 1,
-                              "first_break": {"id": 2, "reason": "stored hash does not match the event's fields"}}
+    doc = as_json.json()  # the one error path: the error object, with the verification's own fields
+    assert (doc["valid"], doc["count"], doc["first_break"]) == (
+        False, 1, {"id": 2, "reason": "stored hash does not match the event's fields"})
+    assert (doc["error"], doc["exit_code"], doc["allowed"]) == ("integrity_error", 6, False)
 
 
 def test_readme_snippet_runs_as_written(chain_db: Path, fleet_home: Path) -> None:

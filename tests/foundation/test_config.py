@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet_watch.config import default_reserve_mb, load_settings
+from fleet_watch.config import PressureThresholds, default_reserve_mb, load_settings
 from fleet_watch.errors import ConfigError
 from tests.conftest import run_fleet
 
@@ -45,10 +45,10 @@ def test_user_file_is_merged_over_defaults(tmp_path: Path) -> None:
     assert settings.gpu_total_mb == 8192
     assert settings.gpu_reserve_mb == 2048  # derived from the user's total, not the default machine's
     assert settings.preferred_ports == (9000,)
-    overhead = settings.raw["gpu_estimator"]["framework_overhead"]
+    overhead = settings.framework_overhead
     assert overhead["candle"] == 2.5
     assert overhead["vllm"] == 1.4
-    assert settings.raw["pressure_thresholds"] == {"elevated": 70, "critical": 85}
+    assert settings.pressure_thresholds == PressureThresholds(70, 85)
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,8 @@ print("ready", flush=True)
 i = 0
 while i < 100000:
     kid = kids[i % len(kids)]
-    fleet.register(pid=kid.pid, name=f"k{i}", workstream="stream", port=19000 + i % len(kids), gpu_mb=100,
-                   repo=f"/tmp/fleet-fault/{i % len(kids)}")
+    fleet.register(pid=kid.pid, name=f"k{i}", workstream="stream", ports=[19000 + i % len(kids)], gpu_mb=100,
+                   repos=[f"/tmp/fleet-fault/{i % len(kids)}"])
     fleet.release_pid(kid.pid)
     i += 1
 """

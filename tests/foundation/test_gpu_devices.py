@@ -48,7 +48,8 @@ def test_device_claims_respect_the_device_budget(fleet, two_gpus: Path, children
     denied = fleet("register", "--pid", str(b.pid), "--name", "b", "--workstream", "w", "--gpu", "5000",
                    "--gpu-device", "0")
     assert denied.returncode == 1
-    assert "GPU 0: GPU budget exceeded" in denied.stderr
+    assert "GPU 0 budget exceeded" in denied.stderr
+    assert "20000MB claimed by PID" in denied.stderr  # every term of the arithmetic
     assert fleet("register", "--pid", str(b.pid), "--name", "b", "--workstream", "w", "--gpu", "5000",
                  "--gpu-device", "1").returncode == 0
     g = fleet("guard", "--gpu", "3000", "--gpu-device", "0", "--json").json()

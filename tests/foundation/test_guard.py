@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Children
+from tests.conftest import Children, PortHolds
 
 TOP_KEYS = {"allowed", "request", "checks", "state"}
 REQUEST_KEYS = {"port", "repo_dir", "gpu_mb", "framework", "model"}
@@ -19,12 +19,6 @@ REPO_KEYS = {"allowed", "reason", "holder"}
 GPU_KEYS = {"allowed", "reason", "detail", "requested_mb", "available_mb", "suggested_max_mb"}
 STATE_KEYS = {"process_count", "occupied_ports", "safe_ports", "locked_repos", "gpu_budget", "external_resources"}
 BUDGET_KEYS = {"total_mb", "reserve_mb", "allocated_mb", "available_mb"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _bindable(port: int) -> bool:
@@ -37,8 +31,8 @@ def _bindable(port: int) -> bool:
         return False
 
 
-def test_exact_key_sets(fleet, tmp_path: Path) -> None:
-    r = fleet("guard", "--port", str(_free_port()), "--repo", str(tmp_path), "--gpu", "1024", "--json")
+def test_exact_key_sets(fleet, tmp_path: Path, free_ports: PortHolds) -> None:
+    r = fleet("guard", "--port", str(free_ports.take()), "--repo", str(tmp_path), "--gpu", "1024", "--json")
     assert r.returncode == 0, r.stderr
     doc = r.json()
     assert set(doc) == TOP_KEYS
@@ -80,17 +74,18 @@ def test_ipv6_only_listener_is_seen(fleet, children: Children) -> None:
     assert r.json()["checks"]["port"]["holder"]["pid"] == server.pid
 
 
-def test_registered_holder_denies_and_dead_holder_does_not(fleet, children: Children) -> None:
+def test_registered_holder_denies_and_dead_holder_does_not(fleet, children: Children, free_ports: PortHolds) -> None:
     proc = children.sleeper()
-    port = _free_port()
-    fleet("register", "--pid", str(proc.pid), "--name", "canary", "--workstream", "w", "--port", str(port))
+    port = free_ports.take()
+    reg = fleet("register", "--pid", str(proc.pid), "--name", "canary", "--workstream", "w", "--port", str(port))
+    assert reg.returncode == 0, reg.stderr
     r = fleet("guard", "--port", str(port), "--json")
     assert r.returncode == 1
     holder = r.json()["checks"]["port"]["holder"]
     assert (holder["pid"], holder["name"], holder["port"]) == (proc.pid, "canary", port)
     check = fleet("check", "--port", str(port))
     assert check.returncode == 1
-    assert f"PID {proc.pid} (canary)" in check.stderr
+    assert f"PID {proc.pid} (canary)" in check.stdout  # one stream: a refusal is not hidden by 2>/dev/null
     proc.kill()
     proc.wait()
     # guard and check agree that a dead holder holds nothing, and neither writes.
@@ -123,8 +118,8 @@ def test_repo_locks_cover_nested_and_symlinked_paths(
 
 def test_same_session_is_allowed_through_flag_and_env(fleet, children: Children, tmp_path: Path) -> None:
     proc = children.sleeper()
-    fleet("register", "--pid", str(proc.pid), "--name", "w", "--workstream", "w", "--repo", str(tmp_path),
-          "--session-id", "sess-1")
+    assert fleet("register", "--pid", str(proc.pid), "--name", "w", "--workstream", "w", "--repo", str(tmp_path),
+          "--session-id", "sess-1").returncode == 0
     assert fleet("guard", "--repo", str(tmp_path), "--session-id", "sess-1").returncode == 0
     assert fleet("guard", "--repo", str(tmp_path), env={"FLEET_SESSION_ID": "sess-1"}).returncode == 0
     assert fleet("guard", "--repo", str(tmp_path), "--session-id", "sess-2").returncode == 1
@@ -132,8 +127,8 @@ def test_same_session_is_allowed_through_flag_and_env(fleet, children: Children,
 
 def test_gpu_budget_is_a_sum_over_live_claims(fleet, children: Children) -> None:
     a, b = children.sleeper(), children.sleeper()
-    fleet("register", "--pid", str(a.pid), "--name", "a", "--workstream", "w", "--gpu", "30000")
-    fleet("register", "--pid", str(b.pid), "--name", "b", "--workstream", "w", "--gpu", "20000")
+    assert fleet("register", "--pid", str(a.pid), "--name", "a", "--workstream", "w", "--gpu", "30000").returncode == 0
+    assert fleet("register", "--pid", str(b.pid), "--name", "b", "--workstream", "w", "--gpu", "20000").returncode == 0
     g = fleet("guard", "--gpu", "8000", "--json").json()
     assert g["allowed"] is False
     assert g["checks"]["gpu"]["available_mb"] == 7344
@@ -146,6 +141,12 @@ def test_gpu_budget_is_a_sum_over_live_claims(fleet, children: Children) -> None
     assert g["allowed"] is True
     assert g["state"]["gpu_budget"]["allocated_mb"] == 20000
     assert fleet("check", "--gpu", "8000").returncode == 0
+    b.kill()
+    b.wait()
+    # Every view counts live holders only, also when no request needs the room (no --gpu here).
+    assert fleet("guard", "--port", "18777", "--json").json()["state"]["gpu_budget"]["allocated_mb"] == 0
+    assert fleet("status", "--json").json()["gpu_budget"]["allocated_mb"] == 0
+    assert fleet("status", "--json").json()["process_count"] == 0
 
 
 def test_human_output(fleet, children: Children) -> None:
@@ -155,10 +156,13 @@ def test_human_output(fleet, children: Children) -> None:
     lines = r.stdout.splitlines()
     assert r.returncode == 1
     assert lines[0] == "DENY"
-    assert lines[1].startswith(f"Port {port}: port {port} in use by PID {server.pid}")
-    assert lines[2].startswith("  Suggested ports: ")
+    assert lines[1].startswith(f"Port: port {port} in use by PID {server.pid}")  # the port named once per line
+    assert lines[-1].count(str(port)) <= 1
+    assert lines[1].count(f"Port {port}") == 0
+    assert any(line.startswith("  Suggested ports: ") for line in lines)
     assert "GPU 1024MB: available (57344MB free)" in lines
-    assert "GPU budget available: 57344MB (0MB allocated)" in lines
+    assert "GPU budget: 57344MB available, 0MB claimed" in lines
+    assert all(len(line) <= 80 for line in lines), lines
 
 
 @pytest.mark.parametrize(
@@ -227,7 +231,8 @@ def test_locked_database_fails_closed(fleet, fleet_home: Path) -> None:
 def test_guard_takes_no_write_lock(fleet, fleet_home: Path, children: Children) -> None:
     """While another writer holds the write lock, guard still answers at once (WAL readers never wait)."""
     proc = children.sleeper()
-    fleet("register", "--pid", str(proc.pid), "--name", "w", "--workstream", "w", "--port", "18700")
+    assert fleet("register", "--pid", str(proc.pid), "--name", "w", "--workstream", "w",
+                 "--port", "18700").returncode == 0
     writer = sqlite3.connect(fleet_home / "registry.db", isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")
     try:
@@ -253,7 +258,9 @@ def test_unknown_command_and_version(fleet) -> None:
     assert fleet("frobnicate").returncode == 2
     v = fleet("--version")
     assert v.returncode == 0
-    assert "0.4.0" in v.stdout
+    from importlib.metadata import version
+
+    assert version("fleet-watch") in v.stdout  # one source: pyproject.toml, through the installed metadata
 
 
 def test_state_dir_from_env(tmp_path: Path, children: Children) -> None:

@@ -55,8 +55,8 @@ def test_status_json_has_the_state_keys(fleet, children: Children) -> None:
         "sessions", "idle_processes", "gpu_memory_monitor",
     }
     a, b = children.sleeper(), children.sleeper()
-    fleet("register", "--pid", str(a.pid), "--name", "a", "--workstream", "w", "--port", "18950")
-    fleet("register", "--pid", str(b.pid), "--name", "b", "--workstream", "w", "--port", "18950")
+    assert fleet("register", "--pid", str(a.pid), "--name", "a", "--workstream", "w", "--port", "18950").returncode == 0
+    assert fleet("register", "--pid", str(b.pid), "--name", "b", "--workstream", "w", "--port", "18950").returncode == 1
     doc = fleet("status", "--json").json()
     assert set(doc) == keys
     assert doc["agent_interface"] == "fleet guard --json"
@@ -64,5 +64,5 @@ def test_status_json_has_the_state_keys(fleet, children: Children) -> None:
     assert [e["event_type"] for e in doc["recent_events"]] == ["CONFLICT", "REGISTER"]
     assert doc["processes"][0]["alive"] is True
     human = fleet("status").stdout
-    assert "Active processes (1):" in human
+    assert "Registered processes (1 live):" in human
     assert "18950" in human

@@ -47,12 +47,17 @@ def test_register_records_identity_and_claims(fleet, fleet_home: Path, children:
 @pytest.mark.parametrize(
     ("extra", "code", "fragment"),
     [
-        (["--port", "0"], 2, "port must be between 1 and 65535"),
-        (["--port", "70000"], 2, "port must be between 1 and 65535"),
+        (["--port", "0"], 2, "'--port': 0 is not in the range 1<=x<=65535"),
+        (["--port", "70000"], 2, "'--port': 70000 is not in the range 1<=x<=65535"),
         (["--port", "abc"], 2, "abc"),
-        (["--gpu", "-100"], 2, "GPU MB must be >= 0"),
-        (["--priority", "6"], 2, "priority must be 1-5"),
+        (["--gpu", "-100"], 2, "'--gpu': -100 is not in the range"),
+        (["--gpu", "99999999999999999999"], 2, "'--gpu'"),
+        (["--priority", "6"], 2, "'--priority': 6 is not in the range 1<=x<=5"),
         (["--name", "  "], 2, "name must not be empty"),
+        (["--name", "two\nlines"], 2, "name must not contain control characters"),
+        (["--name", "x" * 100_000], 2, "name is 100000 characters long; at most 200"),
+        (["--workstream", "a\x1b[31mred"], 2, "workstream must not contain control characters"),
+        (["--session-id", "s\r"], 2, "must not contain control characters"),
         (["--bogus"], 2, "No such option"),
     ],
 )
@@ -63,6 +68,7 @@ def test_register_validates_input(fleet, children: Children, extra: list[str], c
     assert r.returncode == code, (r.stdout, r.stderr)
     assert fragment in r.stderr
     assert "Traceback" not in r.stderr
+    assert len(r.stderr) < 1000  # user input is quoted truncated, never echoed whole
     assert fleet("status", "--json").json()["process_count"] == 0  # nothing half-written
 
 
@@ -107,7 +113,8 @@ def test_same_session_may_share_a_repo(fleet, children: Children, tmp_path: Path
 
 def test_heartbeat_release_and_not_found(fleet, fleet_home: Path, children: Children) -> None:
     proc = children.sleeper()
-    fleet("register", "--pid", str(proc.pid), "--name", "n", "--workstream", "w", "--port", "18300")
+    assert fleet("register", "--pid", str(proc.pid), "--name", "n", "--workstream", "w",
+                 "--port", "18300").returncode == 0
     assert fleet("heartbeat", "--pid", str(proc.pid)).returncode == 0
     assert fleet("heartbeat", "--pid", "999999").returncode == 3
     released = fleet("release", "--port", "18300")
@@ -146,7 +153,8 @@ def test_clean_drops_dead_zombie_and_reused_rows(fleet, fleet_home: Path, childr
 
 def test_clean_logs_heartbeat_expiry_once(fleet, fleet_home: Path, children: Children) -> None:
     proc = children.sleeper()
-    fleet("register", "--pid", str(proc.pid), "--name", "quiet", "--workstream", "w", "--port", "18450")
+    assert fleet("register", "--pid", str(proc.pid), "--name", "quiet", "--workstream", "w",
+                 "--port", "18450").returncode == 0
     conn = sqlite3.connect(fleet_home / "registry.db")
     conn.execute("UPDATE processes SET last_heartbeat = '2020-01-01T00:00:00.000000+00:00'")
     conn.commit()

@@ -12,7 +12,7 @@ import pytest
 
 from fleet_watch.core import discovery as dcore
 from fleet_watch.probes.fake import FakeGpuProbe
-from fleet_watch.probes.nvml import GpuDevice, GpuProcess, NvmlProbe
+from fleet_watch.probes.nvml import GpuDevice, GpuProcess, NvmlProbe, driver_may_be_present
 from fleet_watch.probes.scan import ProcessScanner
 from fleet_watch.service.discovery import Discovery
 from fleet_watch.service.fleet import Fleet
@@ -35,7 +35,8 @@ def opened(fleet_home: Path) -> Iterator[Fleet]:
 
 
 def _events(f: Fleet, event_type: str) -> list[dict[str, Any]]:
-    rows = f.conn.execute("SELECT pid, detail FROM events WHERE event_type = ? ORDER BY seq", (event_type,))
+    with f.reading() as conn:
+        rows = list(conn.execute("SELECT pid, detail FROM events WHERE event_type = ? ORDER BY seq", (event_type,)))
     return [{"pid": pid, **json.loads(d)} for pid, d in rows]
 
 
@@ -112,7 +113,7 @@ def test_foreign_gpu_pids_do_not_zero_out_unlisted_workloads(opened: Fleet, serv
     snap = disc.scan()
     assert snap.foreign_gpu_pids == [4_000_000]
     obs = next(o for o in snap.observed if o.workload.pid == server.pid)
-    assert obs.gpu_source in ("estimate", "pattern_default")
+    assert (obs.gpu_mb, obs.gpu_source) == (4096, "pattern_default")  # `ollama serve` names no model to estimate
     # Without foreign PIDs, a workload absent from NVML's lists really uses no GPU memory.
     fake.processes_ = []
     obs = next(o for o in disc.scan().observed if o.workload.pid == server.pid)
@@ -138,9 +139,8 @@ def test_apple_footprint_is_second_and_no_driver_falls_through(opened: Fleet, se
     assert (obs.gpu_mb, obs.gpu_source) == (6100, "apple_footprint")
     disc.apple = False
     obs = next(o for o in disc.scan().observed if o.workload.pid == server.pid)
-    assert obs.gpu_source in ("estimate", "pattern_default")
-    if obs.gpu_source == "pattern_default":
-        assert obs.gpu_mb == 4096
+    # A Hugging Face repo id with no local files: nothing to estimate from, so the pattern's default, said as such.
+    assert (obs.gpu_mb, obs.gpu_source) == (4096, "pattern_default")
 
 
 def test_gpu_order_is_nvml_footprint_estimate_default() -> None:
@@ -153,8 +153,11 @@ def test_gpu_order_is_nvml_footprint_estimate_default() -> None:
 def test_real_nvml_probe_without_a_driver_is_none_not_an_error() -> None:
     probe = NvmlProbe()
     devices = probe.devices()
-    assert devices is None or all(d.total_mb > 0 for d in devices)
-    if devices is None:
+    if driver_may_be_present():  # a GPU host (bench/nvml_check.py is the deliberate check there)
+        assert devices
+        assert all(d.total_mb > 0 for d in devices)
+    else:
+        assert devices is None
         assert probe.processes() == []
 
 

@@ -17,8 +17,6 @@ import click
 
 from fleet_watch.errors import ExitCode, FleetError
 
-__version__ = "0.4.0"
-
 # name -> (module, attribute, one-line help shown by `fleet --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("fleet_watch.cli.processes", "status", "Show registered processes, GPU budget and claimed ports."),
@@ -59,46 +57,59 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="fleet")
-@click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks for internal errors.")
-def cli(debug: bool) -> None:
+@click.version_option(package_name="fleet-watch", prog_name="fleet")
+def cli() -> None:
     """Fleet Watch: process governance for AI workloads on a single machine."""
 
 
-def _error_payload(kind: str, message: str, code: int, command: str | None) -> dict[str, Any]:
-    doc: dict[str, Any] = {"allowed": False, "reason": message, "error": kind, "exit_code": code}
+def _error_payload(kind: str, message: str, code: int, command: str | None,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {**(extra or {}), "allowed": False, "reason": message, "error": kind, "exit_code": code}
     if command in ("guard", "check"):
         # The contract's keys too, so that an agent reading doc["checks"] fails closed instead of crashing.
         doc.update(request=None, checks={}, state=None)
     return doc
 
 
-def _report(message: str, kind: str, code: int, as_json: bool, command: str | None = None) -> int:
+def _report(message: str, kind: str, code: int, as_json: bool, command: str | None = None,
+            extra: dict[str, Any] | None = None) -> int:
     if as_json:
         from fleet_watch.cli.output import emit_json
 
-        emit_json(_error_payload(kind, message, code, command))
+        emit_json(_error_payload(kind, message, code, command, extra))
     else:
         click.echo(f"Error: {message}", err=True)
     return code
 
 
+def _silence_stdout() -> None:
+    """After a broken pipe (``fleet history | head -1``), point stdout at /dev/null so that the interpreter's
+    final flush cannot fail again: the reader left, which is not an error of ours."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args
+    # --debug works anywhere on the line (before or after the subcommand): it is taken out before click parses.
     debug = "--debug" in args or os.environ.get("FLEET_WATCH_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
     command = next((a for a in args if not a.startswith("-")), None)
     try:
         result = cli.main(args=args, prog_name="fleet", standalone_mode=False)
     except FleetError as err:
-        return _report(err.message, err.kind, int(err.exit_code), as_json, command)
+        return _report(err.message, err.kind, int(err.exit_code), as_json, command, err.extra)
     except click.exceptions.NoArgsIsHelpError as err:
         click.echo(err.ctx.get_help() if err.ctx else "", err=True)
         return int(ExitCode.USAGE)
     except click.UsageError as err:
         message = err.format_message().splitlines()[0] if err.format_message() else "usage error"
-        if err.ctx is not None and not as_json:
-            click.echo(err.ctx.get_usage(), err=True)
+        if err.ctx is not None and not as_json:  # one line: the error, and where the usage is
+            message += f" (see '{err.ctx.command_path} --help')"
         return _report(message, "usage_error", int(ExitCode.USAGE), as_json, command)
     except click.Abort:
         return _report("aborted", "aborted", 130, as_json, command)
@@ -109,7 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        _silence_stdout()
         return 0
+    except SystemExit:
+        # click answers a broken pipe (EPIPE while writing) with sys.exit(1) after wrapping stdout: the reader left
+        # (`fleet history | head -1`), which is not a denial.
+        if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):  # click's own marker for a broken pipe
+            _silence_stdout()
+            return 0
+        raise
     except Exception as err:  # noqa: BLE001 - the funnel of last resort: one line, never a traceback
         if debug:
             import traceback

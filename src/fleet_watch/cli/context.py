@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import os
 
+import click
+
+from fleet_watch.core import inputs
 from fleet_watch.service.fleet import Fleet
+
+# Where an agent tells its children which session they belong to, after Fleet Watch's own variable. Claude Code
+# exports its session id (the same value its hooks receive as ``session_id``); Codex and Gemini CLI export none
+# (ecosystem.md, section 3.6), so their hooks pass the id from the payload.
+AGENT_SESSION_VARS = ("CLAUDE_CODE_SESSION_ID",)
 
 
 def open_fleet() -> Fleet:
     from fleet_watch.config import resolve_home
 
-    return Fleet.open(resolve_home(os.environ))
+    fleet = Fleet.open(resolve_home(os.environ))
+    for warning in fleet.settings.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    return fleet
 
 
 def current_session(explicit: str | None) -> str | None:
-    """--session-id, else FLEET_SESSION_ID, else term-$TERM_SESSION_ID, else none."""
+    """The session rule, for every command: --session-id, else $FLEET_SESSION_ID, else the agent's own session
+    variable (Claude Code's $CLAUDE_CODE_SESSION_ID), else term-$TERM_SESSION_ID, else none."""
     if explicit:
-        return explicit
-    if os.environ.get("FLEET_SESSION_ID"):
-        return os.environ["FLEET_SESSION_ID"]
+        return inputs.text("--session-id", explicit)
+    for var in ("FLEET_SESSION_ID", *AGENT_SESSION_VARS):
+        value = os.environ.get(var)
+        if value:
+            return inputs.text(f"${var}", value)
     if os.environ.get("TERM_SESSION_ID"):
-        return "term-" + os.environ["TERM_SESSION_ID"]
+        return inputs.text("$TERM_SESSION_ID", "term-" + os.environ["TERM_SESSION_ID"])
     return None

@@ -41,11 +41,8 @@ def discover(as_json: bool) -> int:
     """Scan all processes once and make the registry true: register, update and clean discovered workloads."""
     from fleet_watch.service.watch import Watcher
 
-    fleet = open_fleet()
-    try:
+    with open_fleet() as fleet:
         tick = Watcher(fleet).watch_once(raise_errors=True)
-    finally:
-        fleet.close()
     assert tick.result is not None
     assert tick.monitor is not None
     doc = {**tick.result.to_dict(), "sessions": tick.sessions, "gpu_memory_monitor": tick.monitor}

@@ -31,15 +31,13 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
         raise UsageError("--model must not be empty")
     from fleet_watch.service.estimate import evaluate
 
-    fleet = open_fleet()
-    try:
-        # Memory that registered workloads hold is not available, exactly as in the guard.
+    with open_fleet() as fleet:
+        # Memory that live registered workloads firmly hold is not available, exactly as in the guard.
+        allocated = fleet.budgets(fleet.ledger(), None)[0].allocated_mb
         result = evaluate(
-            fleet.settings, allocated_mb=fleet.budget().allocated_mb, live_allocated=fleet.live_gpu_allocated_mb,
+            fleet.settings, allocated_mb=allocated, live_allocated=lambda: allocated,
             framework=framework, model=model, quant=quant, ctx=ctx, kv_dtype=kv_dtype, parallel=parallel,
             ram_mb=ram_mb, machines=True)
-    finally:
-        fleet.close()
     if as_json:
         from fleet_watch.cli.output import emit_json
 

@@ -7,29 +7,27 @@ from typing import Any
 import click
 
 from fleet_watch.cli.context import current_session, open_fleet
+from fleet_watch.cli.options import COUNT, DEVICE, MB, PORT
 from fleet_watch.cli.output import emit_json
 from fleet_watch.errors import UsageError
-from fleet_watch.service.preflight import GuardRequest, GuardResult
+from fleet_watch.service.preflight import GuardRequest, GuardResult, evaluate
 
 
 def _evaluate(request: GuardRequest) -> GuardResult:
-    fleet = open_fleet()
-    try:
-        return fleet.evaluate(request)
-    finally:
-        fleet.close()
+    with open_fleet() as fleet:
+        return evaluate(fleet, request)
 
 
 @click.command()
-@click.option("--port", type=int, help="TCP port you are about to bind.")
+@click.option("--port", type=PORT, help="TCP port you are about to bind.")
 @click.option("--repo", help="Repository (directory) you are about to write to.")
-@click.option("--gpu", type=int, help="GPU memory (MB) you are about to claim.")
-@click.option("--gpu-device", type=int, help="NVIDIA device index of the claim (multi-GPU machines).")
+@click.option("--gpu", type=MB, help="GPU memory (MB) you are about to claim.")
+@click.option("--gpu-device", type=DEVICE, help="NVIDIA device index of the claim (multi-GPU machines).")
 @click.option("--framework", help="Inference framework hint (candle, vllm, mlx, ollama, llama_cpp, ...).")
 @click.option("--model", help="Model: GGUF path, Hugging Face folder or repo id, name (qwen2.5-7B-Q4_K_M) or size.")
-@click.option("--ctx", type=int, help="Context tokens for the working set (default: the framework's or model's).")
+@click.option("--ctx", type=COUNT, help="Context tokens for the working set (default: the framework's or model's).")
 @click.option("--kv-dtype", help="KV cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM), mlx8/mlx4 (MLX).")
-@click.option("--ram-mb", type=int, help="Check against a machine with this much memory (MB) instead of this one.")
+@click.option("--ram-mb", type=MB, help="Check against a machine with this much memory (MB) instead of this one.")
 @click.option("--session-id", help="Your session id (default: $FLEET_SESSION_ID).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON contract.")
 def guard(port: int | None, repo: str | None, gpu: int | None, gpu_device: int | None, framework: str | None,
@@ -48,31 +46,41 @@ def guard(port: int | None, repo: str | None, gpu: int | None, gpu_device: int |
 
 
 def human_lines(result: GuardResult) -> list[str]:
+    """Each check once, its reason once (the reason already names the resource), wrapped at 80 columns."""
     lines = ["ALLOW" if result.allowed else "DENY"]
     checks, state = result.checks, result.state
     port = checks.get("port")
     if port is not None:
-        lines.append(f"Port {result.request['port']}: " + ("available" if port["allowed"] else port["reason"]))
+        lines += wrap(f"Port {result.request['port']}: available" if port["allowed"] else f"Port: {port['reason']}")
         if not port["allowed"] and port["suggested_ports"]:
             lines.append("  Suggested ports: " + ", ".join(map(str, port["suggested_ports"])))
     repo = checks.get("repo")
     if repo is not None:
-        lines.append(f"Repo {result.request['repo_dir']}: " + ("available" if repo["allowed"] else repo["reason"]))
+        lines += wrap("Repo: " + (f"available {result.request['repo_dir']}" if repo["allowed"] else repo["reason"]))
     gpu = checks.get("gpu")
     if gpu is not None:
         if gpu["allowed"]:
             lines.append(f"GPU {gpu['requested_mb']}MB: available ({gpu['available_mb']}MB free)")
         else:
-            lines.append(f"GPU {gpu['requested_mb']}MB: {gpu.get('detail') or gpu['reason']}")
+            lines += wrap(f"GPU: {gpu.get('detail') or gpu['reason']}")
         if gpu.get("working_set") is not None:
-            lines.extend(working_set_lines(gpu))
+            lines += [w for line in working_set_lines(gpu) for w in wrap(line)]
     budget = state["gpu_budget"]
-    lines.append(f"GPU budget available: {max(0, budget['available_mb'])}MB ({budget['allocated_mb']}MB allocated)")
+    lines.append(f"GPU budget: {max(0, budget['available_mb'])}MB available, {budget['allocated_mb']}MB claimed")
     if state["safe_ports"]:
         lines.append("Open ports: " + ", ".join(map(str, state["safe_ports"])))
-    if state["locked_repos"]:
-        lines.append("Locked repos: " + ", ".join(state["locked_repos"]))
+    for repo_dir in state["locked_repos"]:
+        lines += wrap(f"Locked repo: {repo_dir}")
     return lines
+
+
+def wrap(line: str, width: int = 80) -> list[str]:
+    """One logical line as terminal lines of at most ``width`` columns, continuations indented."""
+    if len(line) <= width:
+        return [line]
+    import textwrap
+
+    return textwrap.wrap(line, width, subsequent_indent="    ", break_long_words=True, break_on_hyphens=False)
 
 
 def working_set_lines(gpu: dict[str, Any]) -> list[str]:
@@ -97,10 +105,10 @@ def working_set_lines(gpu: dict[str, Any]) -> list[str]:
 
 
 @click.command()
-@click.option("--port", type=int, help="TCP port to probe.")
+@click.option("--port", type=PORT, help="TCP port to probe.")
 @click.option("--repo", help="Repository path to probe.")
-@click.option("--gpu", type=int, help="GPU memory (MB) to probe.")
-@click.option("--gpu-device", type=int, help="NVIDIA device index (multi-GPU machines).")
+@click.option("--gpu", type=MB, help="GPU memory (MB) to probe.")
+@click.option("--gpu-device", type=DEVICE, help="NVIDIA device index (multi-GPU machines).")
 @click.option("--session-id", help="Your session id (default: $FLEET_SESSION_ID).")
 def check(port: int | None, repo: str | None, gpu: int | None, gpu_device: int | None, session_id: str | None) -> int:
     """Is this port / repo / GPU amount available? One line each; exit 0 if all are, else 1."""
@@ -119,6 +127,6 @@ def check(port: int | None, repo: str | None, gpu: int | None, gpu_device: int |
         answers.append((c["allowed"], f"Repo {where}: {text}"))
     if (c := result.checks.get("gpu")) is not None:
         answers.append((c["allowed"], f"GPU {gpu}MB: available" if c["allowed"] else f"GPU {gpu}MB: {c['reason']}"))
-    for ok, line in answers:
-        click.echo(line, err=not ok)
+    for _, line in answers:  # one stream: `check 2>/dev/null` must not hide a refusal
+        click.echo(line)
     return 0 if result.allowed else 1

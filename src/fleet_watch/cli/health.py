@@ -7,8 +7,9 @@ from typing import Any
 import click
 
 from fleet_watch.cli.context import open_fleet
+from fleet_watch.cli.options import FiniteFloat
 from fleet_watch.cli.output import emit_json
-from fleet_watch.errors import ExitCode, UsageError
+from fleet_watch.errors import ExitCode
 
 
 def _memory_lines(m: dict[str, Any]) -> list[str]:
@@ -57,19 +58,16 @@ def render(doc: dict[str, Any]) -> list[str]:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print memory, sessions, idle and gpu_memory_monitor as JSON.")
-@click.option("--sample-seconds", type=float, default=1.0, show_default=True,
+@click.option("--sample-seconds", type=FiniteFloat(0, 60), default=1.0, show_default=True,
               help="Window over which CPU use and page-out rates are measured.")
 def health(as_json: bool, sample_seconds: float) -> int:
     """Memory pressure, agent sessions, idle workloads and GPU memory. Exit 8 when an alert is critical."""
     from fleet_watch.service.health import gather_health
 
-    if not 0 <= sample_seconds <= 60:
-        raise UsageError(f"--sample-seconds must be between 0 and 60, got {sample_seconds}")
-    fleet = open_fleet()
-    try:
+    with open_fleet() as fleet:
+        if not as_json and sample_seconds > 0:
+            click.echo(f"Sampling CPU and memory for {sample_seconds:g} s...", err=True)
         report = gather_health(fleet, sample_s=sample_seconds)
-    finally:
-        fleet.close()
     if as_json:
         emit_json(report.document)
     else:

@@ -5,39 +5,38 @@ from __future__ import annotations
 import click
 
 from fleet_watch.cli.context import open_fleet
+from fleet_watch.cli.options import COUNT, FiniteFloat
 from fleet_watch.cli.output import emit_json
 from fleet_watch.errors import IntegrityError
 
 
 @click.command()
 @click.option("--type", "event_type", help="Only this event type (REGISTER, RELEASE, CONFLICT, CLEAN, STALE, ...).")
-@click.option("--hours", type=float, default=24.0, show_default=True, help="Time window; 0 for all time.")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--hours", type=FiniteFloat(0, 24 * 365 * 100), default=24.0, show_default=True,
+              help="Time window; 0 for all time.")
+@click.option("--limit", type=COUNT, default=50, show_default=True)
 @click.option("--verify", is_flag=True, help="Verify the whole hash chain; exit 6 and name the first broken event.")
+@click.option("--wide", is_flag=True, help="Do not cut lines at 80 columns.")
 @click.option("--json", "as_json", is_flag=True)
-def history(event_type: str | None, hours: float, limit: int, verify: bool, as_json: bool) -> int:
+def history(event_type: str | None, hours: float, limit: int, verify: bool, wide: bool, as_json: bool) -> int:
     """Show the hash-chained event log, newest first."""
     from fleet_watch.reports.state import event_view
 
-    fleet = open_fleet()
-    try:
+    with open_fleet() as fleet:
         if verify:
             report = fleet.verify_chain()
         else:
             events = fleet.history(event_type=event_type, hours=hours, limit=limit)
-    finally:
-        fleet.close()
     if verify:
         brk = report.first_break
+        if brk is not None:  # the one error path: one line, or one JSON object with the break named
+            raise IntegrityError(f"chain broken at event {brk.seq}: {brk.reason} ({report.count} events verify)",
+                                 extra={"valid": False, "count": report.count,
+                                        "first_break": {"id": brk.seq, "reason": brk.reason}})
         if as_json:
-            emit_json({"valid": report.valid, "count": report.count,
-                       "first_break": None if brk is None else {"id": brk.seq, "reason": brk.reason}})
-        elif brk is None:
+            emit_json({"valid": True, "count": report.count, "first_break": None})
+        else:
             click.echo(f"Chain valid: {report.count} events")
-        if brk is not None:
-            if as_json:
-                return 6
-            raise IntegrityError(f"chain broken at event {brk.seq}: {brk.reason} ({report.count} events verify)")
         return 0
     if as_json:
         emit_json([event_view(e) for e in events])
@@ -50,8 +49,9 @@ def history(event_type: str | None, hours: float, limit: int, verify: bool, as_j
             parts.append(f"PID {ev.pid}")
         if ev.workstream:
             parts.append(f"({ev.workstream})")
-        detail = ", ".join(f"{k}={v}" for k, v in ev.detail.items() if v not in (None, [], ""))
+        detail = ", ".join(f"{k}={v}" for k, v in ev.detail.items() if v not in (None, [], "", {}))
         if detail:
             parts.append(detail)
-        click.echo(" ".join(parts))
+        line = " ".join(parts)
+        click.echo(line if len(line) <= 80 or wide else line[:79] + "…")
     return 0

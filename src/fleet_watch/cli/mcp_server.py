@@ -67,7 +67,7 @@ def _with_fleet(command: str, work: Callable[[Fleet], T]) -> T:
 
 def build_server() -> MCPServer:
     from fleet_watch.cli.context import current_session
-    from fleet_watch.service.preflight import GuardRequest
+    from fleet_watch.service.preflight import GuardRequest, evaluate
 
     server: MCPServer = MCPServer("fleet-watch", instructions=INSTRUCTIONS, log_level="WARNING")
 
@@ -80,7 +80,7 @@ def build_server() -> MCPServer:
         request = GuardRequest(port=port, repo=repo, gpu_mb=gpu_mb, gpu_device=gpu_device, framework=framework,
                                model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb,
                                session_id=current_session(session_id))
-        return _with_fleet("guard", lambda fleet: fleet.evaluate(request).to_dict())
+        return _with_fleet("guard", lambda fleet: evaluate(fleet, request).to_dict())
 
     @server.tool()
     def check(port: Port = None, repo: Repo = None, gpu_mb: GpuMb = None, gpu_device: Device = None,
@@ -89,7 +89,7 @@ def build_server() -> MCPServer:
         def work(fleet: Fleet) -> dict[str, Any]:
             if port is None and repo is None and gpu_mb is None:
                 raise UsageError("specify port, repo or gpu_mb")
-            result = fleet.evaluate(GuardRequest(port=port, repo=repo, gpu_mb=gpu_mb, gpu_device=gpu_device,
+            result = evaluate(fleet, GuardRequest(port=port, repo=repo, gpu_mb=gpu_mb, gpu_device=gpu_device,
                                                  session_id=current_session(session_id)))
             return {"allowed": result.allowed, "checks": result.checks}
 
@@ -97,19 +97,18 @@ def build_server() -> MCPServer:
 
     @server.tool()
     def release(pid: Pid = None, port: ReleasePort = None) -> dict[str, Any]:
-        """Release a registered process and all its claims (pid), or one port claim (fleet release --json)."""
+        """Release a registered process and all its claims (pid), one port claim (port), or one port of one
+        process (both) (fleet release --json)."""
         def work(fleet: Fleet) -> dict[str, Any]:
             if pid is None and port is None:
                 raise UsageError("specify --pid or --port")
-            released: list[dict[str, Any]] = []
-            if pid is not None:
-                rec = fleet.release_pid(pid)
-                released.append({"pid": rec.pid, "name": rec.name, "ports": list(rec.ports),
-                                 "repos": list(rec.repos), "gpu_mb": rec.gpu_mb})
             if port is not None:
-                rec = fleet.release_port(port)
-                released.append({"pid": rec.pid, "name": rec.name, "port": port})
-            return {"released": released}
+                rec = fleet.release_port(port, pid=pid)
+                return {"released": [{"pid": rec.pid, "name": rec.name, "port": port}]}
+            assert pid is not None
+            rec = fleet.release_pid(pid)
+            return {"released": [{"pid": rec.pid, "name": rec.name, "ports": list(rec.ports),
+                                  "repos": list(rec.repos), "gpu_mb": rec.gpu_mb}]}
 
         return _with_fleet("release", work)
 
@@ -124,15 +123,15 @@ def build_server() -> MCPServer:
     def estimate(model: ModelName, quant: Quant = None, ctx: Ctx = None, kv_dtype: KvDtype = None,
                  framework: Framework = None, parallel: Parallel = 1, ram_mb: RamMb = None) -> dict[str, Any]:
         """Will this model fit? Weights, KV cache, activations and overhead (fleet estimate --json)."""
-        from fleet_watch.service.estimate import evaluate
+        from fleet_watch.service.estimate import evaluate as estimate_model
 
         def work(fleet: Fleet) -> dict[str, Any]:
             if not model.strip():
                 raise UsageError("--model must not be empty")
-            return evaluate(fleet.settings, allocated_mb=fleet.budget().allocated_mb,
-                            live_allocated=fleet.live_gpu_allocated_mb, framework=framework, model=model,
-                            quant=quant, ctx=ctx, kv_dtype=kv_dtype, parallel=parallel, ram_mb=ram_mb,
-                            machines=True)
+            allocated = fleet.budgets(fleet.ledger(), None)[0].allocated_mb  # as `fleet estimate` counts it
+            return estimate_model(fleet.settings, allocated_mb=allocated, live_allocated=lambda: allocated,
+                                  framework=framework, model=model, quant=quant, ctx=ctx, kv_dtype=kv_dtype,
+                                  parallel=parallel, ram_mb=ram_mb, machines=True)
 
         return _with_fleet("estimate", work)
 

@@ -2,56 +2,59 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from fleet_watch.cli.context import open_fleet
+from fleet_watch.cli.context import current_session, open_fleet
+from fleet_watch.cli.options import DEVICE, MB, PID, PORT, PRIORITY
 from fleet_watch.cli.output import emit_json
+from fleet_watch.core.inputs import fit
 from fleet_watch.errors import UsageError
 
 
 @click.command()
-@click.option("--pid", type=int, required=True, help="PID of a running process.")
-@click.option("--name", required=True, help="Human-readable name.")
-@click.option("--workstream", required=True, help="Project or workstream it belongs to.")
-@click.option("--port", type=int, help="TCP port it holds.")
-@click.option("--gpu", "gpu_mb", type=int, default=0, show_default=True, help="GPU memory it claims (MB).")
-@click.option("--gpu-device", type=int, help="NVIDIA device index the GPU claim is on (multi-GPU machines).")
-@click.option("--repo", help="Repository it writes to (locks the directory and everything inside it).")
-@click.option("--priority", type=int, default=3, show_default=True, help="1 (lowest) to 5 (highest).")
-@click.option("--session-id", help="Owning session (default: cli-<pid>).")
+@click.option("--pid", type=PID, required=True, help="PID of a running process.")
+@click.option("--name", help="Human-readable name (required unless --update).")
+@click.option("--workstream", help="Project or workstream it belongs to (required unless --update).")
+@click.option("--port", "ports", type=PORT, multiple=True, help="TCP port it holds (repeat for several).")
+@click.option("--gpu", "gpu_mb", type=MB, default=0, show_default=True, help="GPU memory it claims (MB).")
+@click.option("--gpu-device", type=DEVICE, help="NVIDIA device index the GPU claim is on (multi-GPU machines).")
+@click.option("--repo", "repos", multiple=True,
+              help="Repository it writes to (locks the directory and everything inside it; repeat for several).")
+@click.option("--priority", type=PRIORITY, default=3, show_default=True, help="1 (lowest) to 5 (highest).")
+@click.option("--session-id", help="Owning session (default: $FLEET_SESSION_ID, the agent's session, else cli-<pid>).")
 @click.option("--model", help="Model it serves.")
 @click.option("--start-cmd", help="Command line that started it.")
+@click.option("--update", is_flag=True, help="Add claims to a process that is already registered (--gpu replaces its "
+              "GPU claim).")
 @click.option("--json", "as_json", is_flag=True, help="Print the registered row as JSON.")
-def register(pid: int, name: str, workstream: str, port: int | None, gpu_mb: int, gpu_device: int | None,
-             repo: str | None, priority: int, session_id: str | None, model: str | None, start_cmd: str | None,
-             as_json: bool) -> int:
+def register(pid: int, name: str | None, workstream: str | None, ports: tuple[int, ...], gpu_mb: int,
+             gpu_device: int | None, repos: tuple[str, ...], priority: int, session_id: str | None,
+             model: str | None, start_cmd: str | None, update: bool, as_json: bool) -> int:
     """Register a running process and its claims. Exit 1 (and a CONFLICT event) when a claim is held."""
     from fleet_watch.reports.state import process_view
 
-    fleet = open_fleet()
-    try:
-        record = fleet.register(pid=pid, name=name, workstream=workstream, port=port, gpu_mb=gpu_mb, repo=repo,
-                                priority=priority, session_id=session_id, model=model, start_cmd=start_cmd,
-                                gpu_device=gpu_device)
-    finally:
-        fleet.close()
+    if not update and (name is None or workstream is None):
+        raise UsageError("--name and --workstream are required (or --update to add claims to a registered PID)")
+    with open_fleet() as fleet:
+        record = fleet.register(pid=pid, name=name or "", workstream=workstream or "", ports=ports, gpu_mb=gpu_mb,
+                                repos=repos, priority=priority, session_id=current_session(session_id), model=model,
+                                start_cmd=start_cmd, gpu_device=gpu_device, update=update)
     if as_json:
         emit_json({"registered": True, "process": process_view(record, True)})
     else:
-        click.echo(f"Registered PID {record.pid} ({record.name})")
+        click.echo(f"{'Updated' if update else 'Registered'} PID {record.pid} ({record.name})")
     return 0
 
 
 @click.command()
-@click.option("--pid", type=int, required=True)
+@click.option("--pid", type=PID, required=True)
 @click.option("--json", "as_json", is_flag=True)
 def heartbeat(pid: int, as_json: bool) -> int:
     """Refresh the heartbeat of a registered process (exit 3 if it is not registered)."""
-    fleet = open_fleet()
-    try:
+    with open_fleet() as fleet:
         record = fleet.heartbeat(pid)
-    finally:
-        fleet.close()
     if as_json:
         emit_json({"pid": record.pid, "name": record.name, "heartbeat": True})
     else:
@@ -60,31 +63,28 @@ def heartbeat(pid: int, as_json: bool) -> int:
 
 
 @click.command()
-@click.option("--pid", type=int, help="Release every claim of this process and forget it.")
-@click.option("--port", type=int, help="Release just this port claim.")
+@click.option("--pid", type=PID, help="Release every claim of this process and forget it.")
+@click.option("--port", type=PORT, help="Release just this port claim (with --pid: only if that process holds it).")
 @click.option("--json", "as_json", is_flag=True)
 def release(pid: int | None, port: int | None, as_json: bool) -> int:
-    """Release a process (--pid) or a single port claim (--port)."""
+    """Release a process (--pid), a single port claim (--port), or one port of one process (both)."""
     if pid is None and port is None:
         raise UsageError("specify --pid or --port")
-    fleet = open_fleet()
-    released = []
-    try:
-        if pid is not None:
-            rec = fleet.release_pid(pid)
-            released.append({"pid": rec.pid, "name": rec.name, "ports": list(rec.ports), "repos": list(rec.repos),
-                             "gpu_mb": rec.gpu_mb})
-            if not as_json:
-                click.echo(f"Released PID {rec.pid} ({rec.name})")
+    with open_fleet() as fleet:
         if port is not None:
-            rec = fleet.release_port(port)
-            released.append({"pid": rec.pid, "name": rec.name, "port": port})
-            if not as_json:
-                click.echo(f"Released port {port} (was PID {rec.pid}, {rec.name})")
-    finally:
-        fleet.close()
+            rec = fleet.release_port(port, pid=pid)
+            released = {"pid": rec.pid, "name": rec.name, "port": port}
+            text = f"Released port {port} (was PID {rec.pid}, {rec.name})"
+        else:
+            assert pid is not None
+            rec = fleet.release_pid(pid)
+            released = {"pid": rec.pid, "name": rec.name, "ports": list(rec.ports), "repos": list(rec.repos),
+                        "gpu_mb": rec.gpu_mb}
+            text = f"Released PID {rec.pid} ({rec.name})"
     if as_json:
-        emit_json({"released": released})
+        emit_json({"released": [released]})
+    else:
+        click.echo(text)
     return 0
 
 
@@ -92,11 +92,8 @@ def release(pid: int | None, port: int | None, as_json: bool) -> int:
 @click.option("--json", "as_json", is_flag=True)
 def clean(as_json: bool) -> int:
     """Drop rows whose process is gone (dead, zombie, or PID reused); log heartbeats past 180 s."""
-    fleet = open_fleet()
-    try:
+    with open_fleet() as fleet:
         result = fleet.clean()
-    finally:
-        fleet.close()
     if as_json:
         emit_json({
             "removed": [{"pid": r.pid, "name": r.name, "reason": why} for r, why in result.removed],
@@ -119,33 +116,49 @@ def status(as_json: bool) -> int:
     """Registered processes, the GPU budget and the claimed ports. Read-only."""
     from fleet_watch.service.status import gather_state
 
-    fleet = open_fleet()
-    try:
+    with open_fleet() as fleet:
         state = gather_state(fleet)
-    finally:
-        fleet.close()
     if as_json:
         emit_json(state)
         return 0
+    for line in status_lines(state):
+        click.echo(line)
+    return 0
+
+
+def status_lines(state: dict[str, Any]) -> list[str]:
+    """The text view, at most 80 columns whatever the names hold (wide characters count twice)."""
     procs = state["processes"]
+    lines: list[str] = []
     if not procs:
-        click.echo("No active processes.")
+        lines.append("No registered processes.")
     else:
-        click.echo(f"Active processes ({len(procs)}):")
-        click.echo(f"{'PID':>7}  {'Name':<20} {'Workstream':<18} {'Ports':<12} {'GPU':>8} {'Pri':>3}  Alive")
-        click.echo("-" * 80)
+        live = sum(1 for p in procs if p["alive"] is not False)
+        lines.append(f"Registered processes ({live} live" + (f", {len(procs) - live} gone)" if live < len(procs)
+                                                            else ")") + ":")
+        lines.append(f"{'PID':>7}  {fit('Name', 20)} {fit('Workstream', 14)} {fit('Ports', 11)} {'GPU':>9} Pri  "
+                     "Alive")
+        lines.append("-" * 77)
         for p in procs:
             ports = ",".join(map(str, p["ports"])) or "-"
             alive = {True: "yes", False: "NO", None: "?"}[p["alive"]]
-            click.echo(f"{p['pid']:>7}  {p['name'][:20]:<20} {p['workstream'][:18]:<18} {ports[:12]:<12} "
-                       f"{str(p['gpu_mb']) + 'MB':>8} {p['priority']:>3}  {alive}")
+            gpu = f"{p['gpu_mb']}MB" + ("~" if p.get("gpu_basis") == "estimate" else "")
+            lines.append(f"{p['pid']:>7}  {fit(p['name'], 20)} {fit(p['workstream'], 14)} {fit(ports, 11)} "
+                         f"{gpu:>9} {p['priority']:>3}  {alive}")
     budget = state["gpu_budget"]
     allocatable = budget["total_mb"] - budget["reserve_mb"]
     pct = int(100 * budget["allocated_mb"] / allocatable) if allocatable > 0 else 0
-    click.echo("")
-    click.echo(f"GPU: {budget['allocated_mb']}/{allocatable} MB allocated ({pct}%)")
+    lines.append("")
+    lines.append(f"GPU: {budget['allocated_mb']} of {allocatable} MB claimed ({pct}%); {allocatable} MB = "
+                 f"{budget['total_mb']} MB total - {budget['reserve_mb']} MB reserve")
+    if budget["available_mb"] < 0:
+        lines.append(f"  OVERCOMMITTED by {-budget['available_mb']} MB: measured use exceeds the budget")
+    estimated = [p for p in procs if p["alive"] is not False and p.get("gpu_basis") == "estimate" and p["gpu_mb"]]
+    if estimated:
+        lines.append(f"  ~ estimates, not enforced: {sum(p['gpu_mb'] for p in estimated)} MB "
+                     f"({len(estimated)} process{'es' if len(estimated) > 1 else ''} without a measurement)")
     if state["ports_claimed"]:
-        click.echo("Ports: " + ", ".join(sorted(state["ports_claimed"], key=int)))
-    if state["repos_locked"]:
-        click.echo("Repos: " + ", ".join(sorted(state["repos_locked"])))
-    return 0
+        lines.append("Ports: " + ", ".join(sorted(state["ports_claimed"], key=int)))
+    for repo in sorted(state["repos_locked"]):
+        lines.append(f"Repo: {repo}")
+    return lines

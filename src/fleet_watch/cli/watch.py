@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 
 import click
@@ -43,13 +44,14 @@ def watch(interval: float, as_json: bool, max_ticks: int | None) -> int:
             sys.stdout.write(json.dumps(tick.to_dict(), default=str) + "\n")
             sys.stdout.flush()
             return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         if tick.error:
-            click.echo(f"Error: {tick.error}", err=True)
+            click.echo(f"{stamp} Error: {tick.error}", err=True)
         if tick.result is not None:
             for line in describe(tick.result.to_dict()):
-                click.echo(line)
+                click.echo(f"{stamp} {line}")
         for a in tick.monitor["alerts"] if tick.monitor else []:
-            click.echo(f"[{a['severity']}] {a['type']}")
+            click.echo(f"{stamp} [{a['severity']}] {a['type']}")
 
     try:
         if not as_json:

@@ -7,13 +7,22 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
+from fleet_watch.config import SessionPatternSetting, WorkloadPattern
 from fleet_watch.core import liveness as live_rule
-from fleet_watch.models import ProcessRecord
+from fleet_watch.models import ClaimBasis, ProcessRecord
 
-# The four places a process's GPU figure can come from, best first.
-GPU_SOURCES = ("nvml", "apple_footprint", "estimate", "pattern_default")
+# The places a process's GPU figure can come from, best first, and the claim basis each gives: a measurement or
+# the user's own reservation is firm (it counts against the budget); an estimate or a pattern's default is not.
+GPU_SOURCES = ("nvml", "apple_footprint", "reserved", "estimate", "pattern_default")
+_BASIS = {"nvml": "measured", "apple_footprint": "measured", "reserved": "reserved"}
+
+
+def gpu_basis(source: str) -> ClaimBasis:
+    """The claim basis of a GPU figure from ``source``: only measurements and reservations are firm."""
+    basis = _BASIS.get(source, "estimate")
+    return "measured" if basis == "measured" else "reserved" if basis == "reserved" else "estimate"
 
 # Programs whose command line merely *mentions* a server (viewers, pagers, searchers, supervisors and
 # shells running "-c <script>"): matching them would register `less vllm.log` or `grep "ollama serve"`.
@@ -60,6 +69,7 @@ class Pattern:
     workstream: str
     priority: int
     gpu_mb_default: int
+    gpu_mb_reserved: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,19 +79,18 @@ class SessionPattern:
     regex: re.Pattern[str]
 
 
-def compile_patterns(raw: Sequence[Mapping[str, Any]]) -> list[Pattern]:
+def compile_patterns(patterns: Sequence[WorkloadPattern]) -> list[Pattern]:
     """Config ``patterns`` (validated by config.py) to compiled rules; matching is case-insensitive."""
     return [
-        Pattern(index=i, name_template=str(p["name_template"]), regex=re.compile(str(p["process_match"]), re.I),
-                workstream=str(p["workstream"]), priority=int(p.get("priority", 3)),
-                gpu_mb_default=int(p.get("gpu_mb_default", 0)))
-        for i, p in enumerate(raw)
+        Pattern(index=i, name_template=p.name_template, regex=re.compile(p.process_match, re.I),
+                workstream=p.workstream, priority=p.priority, gpu_mb_default=p.gpu_mb_default,
+                gpu_mb_reserved=p.gpu_mb_reserved)
+        for i, p in enumerate(patterns)
     ]
 
 
-def compile_session_patterns(raw: Sequence[Mapping[str, Any]]) -> list[SessionPattern]:
-    return [SessionPattern(name=str(p["name"]), kind=str(p["kind"]), regex=re.compile(str(p["process_match"]), re.I))
-            for p in raw]
+def compile_session_patterns(patterns: Sequence[SessionPatternSetting]) -> list[SessionPattern]:
+    return [SessionPattern(name=p.name, kind=p.kind, regex=re.compile(p.process_match, re.I)) for p in patterns]
 
 
 def _basename(arg: str) -> str:
@@ -263,12 +272,16 @@ def attribute_gpu(
 
 def resolve_gpu(
     *, nvml_mb: int | None, footprint_mb: int | None, estimate_mb: int | None, default_mb: int,
+    reserved_mb: int | None = None,
 ) -> tuple[int, str]:
-    """NVML, then the Apple footprint, then the estimator's figure, then the pattern default."""
+    """NVML, then the Apple footprint, then the user's reservation, then the estimator's figure, then the
+    pattern default."""
     if nvml_mb is not None:
         return nvml_mb, "nvml"
     if footprint_mb is not None:
         return footprint_mb, "apple_footprint"
+    if reserved_mb is not None:
+        return reserved_mb, "reserved"
     if estimate_mb is not None:
         return estimate_mb, "estimate"
     return default_mb, "pattern_default"
@@ -317,12 +330,11 @@ class Plan:
         return not (self.adds or self.updates or self.removals)
 
 
-def liveness(record: ProcessRecord, proc: ProcLike | None) -> str | None:
-    """Why a row's process is gone according to the scan, ``None`` if alive, ``"absent"`` if not seen."""
+def liveness(recorded_start: float, proc: ProcLike | None) -> str | None:
+    """Why a recorded process is gone according to the scan, ``None`` if alive, ``"absent"`` if not seen."""
     if proc is None:
         return "absent"
-    return live_rule.death_reason(record.start_time, exists=True, start_time=proc.start_time,
-                                  is_zombie=proc.is_zombie)
+    return live_rule.death_reason(recorded_start, exists=True, start_time=proc.start_time, is_zombie=proc.is_zombie)
 
 
 def plan_changes(
@@ -351,7 +363,8 @@ def plan_changes(
             plan.removals.append(Removal(rec, "no_longer_matches"))
             continue
         new_ports, old_ports = set(obs.workload.ports), set(rec.ports)
-        changed_gpu = gpu_changed(rec.gpu_mb, obs.gpu_mb) or (rec.gpu_mb == 0) != (obs.gpu_mb == 0)
+        changed_gpu = (gpu_changed(rec.gpu_mb, obs.gpu_mb) or (rec.gpu_mb == 0) != (obs.gpu_mb == 0)
+                       or (obs.gpu_mb > 0 and rec.gpu_basis != gpu_basis(obs.gpu_source)))
         if new_ports != old_ports or changed_gpu:
             plan.updates.append(Update(
                 record=rec, observed=obs, ports_added=tuple(sorted(new_ports - old_ports)),

@@ -6,28 +6,31 @@ function returns the README's check object (``allowed``, ``reason``, ...) as a p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from fleet_watch.models import Claim, GpuBudget, ProcessRecord
+from fleet_watch.models import Claim, GpuBudget, Holder
 
 SUGGESTION_COUNT = 5
 _SCAN_WIDTH = 200  # ports tried after the preferred list, starting near the requested one
 
 
-def holder_view(record: ProcessRecord, *, port: int | None = None, repo_dir: str | None = None) -> dict[str, Any]:
+def holder_view(holder: Holder, claims: Sequence[Claim], *, port: int | None = None,
+                repo_dir: str | None = None) -> dict[str, Any]:
     """The holder object of the JSON contract, with the claim that collided named first."""
+    ports = [int(c.key) for c in claims if c.kind == "port"]
+    repos = [c.key for c in claims if c.kind == "repo"]
     return {
-        "kind": "process",
-        "pid": record.pid,
-        "start_time": record.start_time,
-        "name": record.name,
-        "workstream": record.workstream,
-        "session_id": record.session_id,
-        "priority": record.priority,
-        "port": port if port is not None else (record.ports[0] if record.ports else None),
-        "repo_dir": repo_dir if repo_dir is not None else (record.repos[0] if record.repos else None),
-        "gpu_mb": record.gpu_mb,
+        "kind": holder.kind,
+        "pid": holder.pid,
+        "start_time": holder.start_time,
+        "name": holder.name,
+        "workstream": holder.workstream,
+        "session_id": holder.session_id,
+        "priority": holder.priority,
+        "port": port if port is not None else (ports[0] if ports else None),
+        "repo_dir": repo_dir if repo_dir is not None else (repos[0] if repos else None),
+        "gpu_mb": sum(c.amount_mb for c in claims if c.kind == "gpu"),
     }
 
 
@@ -49,33 +52,42 @@ def os_holder_view(port: int, listener: dict[str, Any] | None) -> dict[str, Any]
     }
 
 
+def listener_label(listener: dict[str, Any] | None) -> str:
+    """Who listens, as far as the OS would say: a PID and name, else a uid, else nothing."""
+    listener = listener or {}
+    if listener.get("pid") is not None:
+        return f"PID {listener['pid']} ({listener.get('name') or 'unknown'})"
+    if listener.get("uid") is not None:
+        return f"a process of uid {listener['uid']}"
+    return "another process"
+
+
 def check_port(
     port: int,
     *,
-    registered: ProcessRecord | None,
+    registered: Claim | None,
+    holder_claims: Sequence[Claim] = (),
     os_in_use: bool | None,
     os_listener: dict[str, Any] | None,
     suggested_ports: list[int],
 ) -> dict[str, Any]:
-    """A port is free only when no live registered process claims it *and* nothing listens on it."""
+    """A port is free only when no live holder claims it *and* nothing else listens on it.
+
+    ``os_in_use`` must already exclude the requester's own listeners (register passes the OS answer only for a
+    listener that is neither the process nor one of its descendants).
+    """
     if registered is not None:
+        h = registered.holder
         return {
             "allowed": False,
-            "reason": f"port {port} claimed by PID {registered.pid} ({registered.name})",
-            "holder": holder_view(registered, port=port),
+            "reason": f"port {port} claimed by {h.describe()}",
+            "holder": holder_view(h, holder_claims, port=port),
             "suggested_ports": suggested_ports,
         }
     if os_in_use:
-        listener = os_listener or {}
-        if listener.get("pid") is not None:
-            who = f"PID {listener['pid']} ({listener.get('name') or 'unknown'})"
-        elif listener.get("uid") is not None:
-            who = f"a process of uid {listener['uid']}"
-        else:
-            who = "another process"
         return {
             "allowed": False,
-            "reason": f"port {port} in use by {who}, not registered with Fleet Watch",
+            "reason": f"port {port} in use by {listener_label(os_listener)}, not registered with Fleet Watch",
             "holder": os_holder_view(port, os_listener),
             "suggested_ports": suggested_ports,
         }
@@ -83,34 +95,59 @@ def check_port(
 
 
 def check_repo(
-    repo_dir: str, *, holders: Sequence[tuple[Claim, ProcessRecord]], session_id: str | None
+    repo_dir: str, *, locks: Sequence[Claim], session_id: str | None,
+    claims_of: Callable[[Holder], Sequence[Claim]] = lambda h: (),
 ) -> dict[str, Any]:
-    """Deny when a live process of another session locks this path, a parent of it, or a path inside it."""
-    blocking = [(c, r) for c, r in holders if session_id is None or r.session_id != session_id]
+    """Deny when a live holder of another session locks this path, a parent of it, or a path inside it."""
+    blocking = [c for c in locks if session_id is None or c.holder.session_id != session_id]
     if blocking:
-        claim, record = min(blocking, key=lambda cr: len(cr[0].key))
+        claim = min(blocking, key=lambda c: len(c.key))
         via = "" if claim.key == repo_dir else f" (lock on {claim.key})"
         return {
             "allowed": False,
-            "reason": f"repo {repo_dir} locked by PID {record.pid} ({record.name}){via}",
-            "holder": holder_view(record, repo_dir=claim.key),
+            "reason": f"repo {repo_dir} locked by {claim.holder.describe()}{via}",
+            "holder": holder_view(claim.holder, claims_of(claim.holder), repo_dir=claim.key),
         }
-    if holders:
+    if locks:
         return {"allowed": True, "reason": "repo available (owned by current session)", "holder": None}
     return {"allowed": True, "reason": "repo available", "holder": None}
 
 
-def check_gpu(requested_mb: int, budget: GpuBudget) -> dict[str, Any]:
-    """The ledger: the request must fit in total - reserve - (sum of live claims)."""
+def _terms(budget: GpuBudget, limit: int = 3) -> str:
+    """Every term of the arithmetic: total, reserve, and who holds the claimed part (largest first)."""
+    text = f"{budget.total_mb}MB total - {budget.reserve_mb}MB reserve - {budget.allocated_mb}MB claimed"
+    by_size = sorted(budget.claims, key=lambda c: -c.amount_mb)
+    held = [f"{c.holder.describe()} {c.amount_mb}MB" for c in by_size[:limit]]
+    if len(by_size) > limit:
+        more = by_size[limit:]
+        held.append(f"{len(more)} more {sum(c.amount_mb for c in more)}MB")
+    return text + (" by " + ", ".join(held) if held else "")
+
+
+def _check_one(requested_mb: int, budget: GpuBudget, label: str) -> dict[str, Any]:
     available = budget.available_mb
     base = {"requested_mb": requested_mb, "available_mb": max(0, available), "suggested_max_mb": max(0, available)}
     if requested_mb <= 0:
         return {"allowed": True, "reason": "no GPU claim", "detail": None, **base}
     if requested_mb <= available:
         return {"allowed": True, "reason": f"{requested_mb}MB fits in {available}MB available", "detail": None, **base}
-    reason = (f"GPU budget exceeded: requesting {requested_mb}MB but only {max(0, available)}MB available "
-              f"({budget.allocated_mb}MB allocated of {budget.allocatable_mb}MB allocatable)")
+    reason = (f"{label}budget exceeded: requesting {requested_mb}MB but only {max(0, available)}MB available "
+              f"({_terms(budget)})")
     return {"allowed": False, "reason": reason, "detail": reason, **base}
+
+
+def check_gpu(requested_mb: int, pool: GpuBudget, *, device: str | None = None,
+              device_budget: GpuBudget | None = None) -> dict[str, Any]:
+    """The ledger: the request must fit the pool (total - reserve - live firm claims) and, when a device is named,
+    that device's own budget too. The tighter of the two answers."""
+    verdict = _check_one(requested_mb, pool, "GPU ")
+    if device is None or device_budget is None:
+        return verdict
+    if verdict["allowed"]:
+        dev = _check_one(requested_mb, device_budget, f"GPU {device} ")
+        if not dev["allowed"] or dev["available_mb"] < verdict["available_mb"]:
+            verdict = dev
+    return {**verdict, "device": int(device)}
 
 
 def implied_claim_mb(estimate: dict[str, Any]) -> int:

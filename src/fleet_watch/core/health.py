@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fleet_watch.config import PressureThresholds
+
 MIB = 1024 * 1024
 SESSION_HOT_CPU_PCT = 20.0  # an orphaned agent burning this much CPU needs a human
 GPU_FULL_WARN_PCT = 95.0
@@ -116,13 +118,13 @@ def darwin_counters(
     )
 
 
-def pressure_label(mem: MemoryCounters | None, thresholds: Mapping[str, float]) -> str:
+def pressure_label(mem: MemoryCounters | None, thresholds: PressureThresholds) -> str:
     """``pressure_thresholds`` on pressure_pct, raised (never lowered) by what the kernel itself reports:
     macOS pressure level 2/4, or Linux PSI stalls."""
     if mem is None or mem.total_mb <= 0:
         return "UNAVAILABLE"
     pct = mem.pressure_pct
-    level = 2 if pct >= thresholds["critical"] else 1 if pct >= thresholds["elevated"] else 0
+    level = 2 if pct >= thresholds.critical else 1 if pct >= thresholds.elevated else 0
     if mem.os_pressure_level is not None:
         level = max(level, 2 if mem.os_pressure_level >= 4 else 1 if mem.os_pressure_level >= 2 else 0)
     if mem.psi:
@@ -161,7 +163,7 @@ def pageout_rate(
 
 def memory_view(
     cur: MemoryCounters | None, prev: MemoryCounters | None, interval_s: float | None,
-    thresholds: Mapping[str, float],
+    thresholds: PressureThresholds,
 ) -> dict[str, Any]:
     label = pressure_label(cur, thresholds)
     if cur is None:
@@ -215,10 +217,17 @@ def is_idle(cpu_pct: float | None, threshold: float) -> bool:
 def build_alerts(
     *, memory_label: str, memory_pct: int, rate_view: Mapping[str, Any] | None,
     devices: Sequence[Mapping[str, Any]], footprints: Sequence[Mapping[str, Any]],
+    budget: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Swap thrash, a GPU above 95 %, a process above its claim, a model server above its estimate,
-    and memory pressure. ``severity`` is ``critical`` or ``warning``; critical makes ``health`` exit 8."""
+    """Swap thrash, a GPU above 95 %, a process above its claim, a model server above its estimate, memory
+    pressure, and a ledger whose measured claims exceed its budget (discovery records what it measures, even past
+    the budget, and says so here rather than silently). ``severity`` is ``critical`` or ``warning``; critical makes
+    ``health`` exit 8."""
     alerts: list[dict[str, Any]] = []
+    if budget is not None and budget["available_mb"] < 0:
+        alerts.append({"type": "gpu_budget_overcommitted", "severity": "warning", "key": "budget",
+                       "allocated_mb": budget["allocated_mb"], "over_mb": -budget["available_mb"],
+                       "allocatable_mb": budget["total_mb"] - budget["reserve_mb"]})
     if memory_label in ("ELEVATED", "CRITICAL"):
         alerts.append({"type": "memory_pressure", "severity": "critical" if memory_label == "CRITICAL" else "warning",
                        "key": "memory", "label": memory_label, "pressure_pct": memory_pct})

@@ -10,14 +10,3 @@ def covers(lock: str, path: str) -> bool:
     lock_parts = PurePosixPath(lock).parts
     path_parts = PurePosixPath(path).parts
     return path_parts[: len(lock_parts)] == lock_parts
-
-
-def overlaps(a: str, b: str) -> bool:
-    """Two locks collide when either path contains the other."""
-    return covers(a, b) or covers(b, a)
-
-
-def ancestors(path: str) -> list[str]:
-    """``path`` and each of its parents, nearest first: the keys a lock on an enclosing repo would have."""
-    p = PurePosixPath(path)
-    return [str(p), *(str(q) for q in p.parents)]

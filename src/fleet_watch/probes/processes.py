@@ -40,10 +40,15 @@ def _clock_ticks() -> int:
 
 def _linux_facts(pid: int, proc: str) -> ProcessFacts | None:
     try:
-        with open(f"{proc}/{pid}/stat", "rb") as fh:
-            data = fh.read()
+        fd = os.open(f"{proc}/{pid}/stat", os.O_RDONLY)
     except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
         return None
+    try:
+        data = os.read(fd, 4096)
+    except ProcessLookupError:  # the process went away between open and read
+        return None
+    finally:
+        os.close(fd)
     # comm may hold spaces and parentheses: the fields after it start at the *last* ')'.
     close = data.rfind(b")")
     name = data[data.find(b"(") + 1 : close].decode("utf-8", "replace")
@@ -97,3 +102,13 @@ def death_reason(pid: int, start_time: float) -> str | None:
     if facts is None:
         return liveness.death_reason(start_time, exists=False, start_time=None, is_zombie=False)
     return liveness.death_reason(start_time, exists=True, start_time=facts.start_time, is_zombie=facts.is_zombie)
+
+
+def is_descendant(pid: int, ancestor: int) -> bool:
+    """Whether ``ancestor`` is on ``pid``'s parent chain now (a launcher and the server it started)."""
+    import psutil
+
+    try:
+        return any(p.pid == ancestor for p in psutil.Process(pid).parents())
+    except psutil.Error:
+        return False

@@ -29,6 +29,7 @@ def process_view(rec: ProcessRecord, alive: bool | None) -> dict[str, Any]:
         "repo_dir": rec.repos[0] if rec.repos else None,
         "repos": list(rec.repos),
         "gpu_mb": rec.gpu_mb,
+        "gpu_basis": rec.gpu_basis,
         "model": rec.model,
         "start_cmd": rec.start_cmd,
         "source": rec.source,
@@ -51,17 +52,18 @@ def build_state(
     gpu_memory_monitor: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     ordered = sorted(records, key=lambda r: (-r.priority, r.registered_at))
+    live = [r for r in ordered if alive.get(r.record_id) is not False]
     return {
         "agent_interface": AGENT_INTERFACE,
         "generated_utc": iso_utc(now),
         "processes": [process_view(r, alive.get(r.record_id)) for r in ordered],
         "external_resources": [],
-        "process_count": len(records),
+        "process_count": len(live),
         "gpu_budget": budget.to_dict(),
-        "ports_claimed": {str(p): r.pid for r in ordered for p in r.ports},
+        "ports_claimed": {str(p): r.pid for r in live for p in r.ports},
         "preferred_ports": list(preferred_ports),
         "safe_ports": list(safe_ports),
-        "repos_locked": {repo: r.pid for r in ordered for repo in r.repos},
+        "repos_locked": {repo: r.pid for r in live for repo in r.repos},
         "session_leases": [],
         "process_classifications": [],
         "stale_processes": [],

@@ -5,19 +5,21 @@ transaction with one audit event per change. Observes only: it never signals a p
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fleet_watch import clock as clocks
 from fleet_watch.core import discovery as core
+from fleet_watch.errors import FleetError
 from fleet_watch.models import GPU_POOL, ProcessRecord
 from fleet_watch.probes.nvml import GpuDevice, GpuProbe
+from fleet_watch.probes.processes import death_reason
 from fleet_watch.probes.scan import Listener, ProcessScanner, ProcInfo, is_apple_silicon
 from fleet_watch.service.fleet import Fleet
-from fleet_watch.store import audit, registry
 from fleet_watch.store import discovery as store
-from fleet_watch.store.connection import immediate
+from fleet_watch.store import registry
 
 SOURCE = "discover"
 
@@ -25,14 +27,17 @@ SOURCE = "discover"
 def estimate_for_command(settings: Any, cmdline: str) -> int | None:
     """The estimator's working-set figure for a command line, or ``None`` when it cannot tell.
 
-    Imported lazily: the estimator lives in ``service.estimate`` and may be absent from a partial build,
-    in which case discovery falls back to the pattern's default (and says so in ``gpu_source``).
+    Imported lazily (the estimator is heavy); a command line it cannot read gives no figure, and discovery falls
+    back to the pattern's default (and says so in ``gpu_source``).
     """
+    from fleet_watch.service.estimate import estimate_from_command
+
     try:
-        from fleet_watch.service.estimate import estimate_from_command  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+        value = estimate_from_command(settings, cmdline)
+    except (FleetError, OSError, ValueError, OverflowError, RecursionError):
+        # Another process's command line and files are hostile input: an odd one costs that process its
+        # estimate (it falls back to the pattern default, and says so), never the cycle.
         return None
-    value = estimate_from_command(settings, cmdline)
     return int(value) if isinstance(value, int | float) and value > 0 else None
 
 
@@ -64,12 +69,12 @@ class Snapshot:
         return {p.pid: p for p in self.procs}
 
 
-def death_in_scan(rec: ProcessRecord, index: Mapping[int, ProcInfo]) -> str | None:
+def death_in_scan(pid: int, start_time: float, index: Mapping[int, ProcInfo]) -> str | None:
     """Why a registered process is gone, from a process table just scanned (None: alive); a PID the scan did not
     see (hidepid, a race) is asked of the kernel directly."""
-    reason = core.liveness(rec, index.get(rec.pid))
+    reason = core.liveness(start_time, index.get(pid))
     if reason == "absent":
-        reason = Fleet.death_reason(rec.pid, rec.start_time)
+        reason = death_reason(pid, start_time)
     return reason
 
 
@@ -130,7 +135,7 @@ class Discovery:
     # -- observe ------------------------------------------------------------------------------------------
     def scan(self) -> Snapshot:
         settings = self.fleet.settings
-        patterns = core.compile_patterns(settings.raw.get("patterns") or [])
+        patterns = core.compile_patterns(settings.patterns)
         procs = self.scanner.processes()
         taken = clocks_monotonic()
         candidates = [p.pid for p in procs if core.match_pattern(p, patterns) is not None]
@@ -167,8 +172,10 @@ class Discovery:
         if nvml_mb is None and self.apple:
             parts = [self.scanner.footprint_mb(pid) for pid in w.member_pids]
             footprint = sum(p for p in parts if p is not None) if any(p is not None for p in parts) else None
-        estimate = self.estimate(w.cmdline) if nvml_mb is None and footprint is None else None
+        reserved = w.pattern.gpu_mb_reserved
+        estimate = self.estimate(w.cmdline) if nvml_mb is None and footprint is None and reserved is None else None
         mb, source = core.resolve_gpu(nvml_mb=nvml_mb, footprint_mb=footprint, estimate_mb=estimate,
+                                      reserved_mb=reserved,
                                       default_mb=w.pattern.gpu_mb_default)
         return core.Observed(workload=w, gpu_mb=mb, gpu_source=source, gpu_devices=dict(nvml or {}))
 
@@ -183,104 +190,107 @@ class Discovery:
     def cycle(self, snap: Snapshot | None = None) -> CycleResult:
         snap = snap or self.scan()
         fleet = self.fleet
-        conn = fleet.conn
         now_iso = clocks.iso_utc(fleet.clock.now())
         index = snap.index
         result = CycleResult(snapshot=snap)
-        with immediate(conn):
+        with fleet.writing() as conn:
             records = registry.list_records(conn)
-            death = {rec.record_id: death_in_scan(rec, index) for rec in records}
+            death = {rec.record_id: death_in_scan(rec.pid, rec.start_time, index) for rec in records}
             plan = core.plan_changes(snap.observed, records, death, SOURCE)
             live = {r.record_id: r for r in records if death[r.record_id] is None}
             for rm in plan.removals:
-                self._remove(rm, result)
+                self._remove(conn, rm, result)
                 live.pop(rm.record.record_id, None)
             store.touch_heartbeats(conn, [rid for rid in plan.heartbeats if rid in live], now_iso)
             result.heartbeats = sum(1 for rid in plan.heartbeats if rid in live)
             for up in plan.updates:
-                self._update(up, live, now_iso, result)
+                self._update(conn, up, live, now_iso, result)
             for obs in plan.adds:
-                self._add(obs, live, now_iso, result)
+                self._add(conn, obs, live, now_iso, result)
         return result
 
-    def _event(self, event_type: str, pid: int, workstream: str, detail: dict[str, Any]) -> None:
-        audit.append(self.fleet.conn, timestamp=clocks.iso_utc(self.fleet.clock.now()), event_type=event_type,
-                     pid=pid, workstream=workstream, detail={"source": SOURCE, **detail})
+    def _event(self, conn: sqlite3.Connection, event_type: str, pid: int, workstream: str,
+               detail: dict[str, Any]) -> None:
+        self.fleet.event(conn, event_type, pid, workstream, {"source": SOURCE, **detail})
 
-    def _remove(self, rm: core.Removal, result: CycleResult) -> None:
+    def _remove(self, conn: sqlite3.Connection, rm: core.Removal, result: CycleResult) -> None:
         rec = rm.record
-        registry.delete_process(self.fleet.conn, rec.record_id)
+        registry.delete_process(conn, rec.record_id)
         event = "RELEASE" if rm.reason == "no_longer_matches" else "CLEAN"
-        self._event(event, rec.pid, rec.workstream, {
+        self._event(conn, event, rec.pid, rec.workstream, {
             "name": rec.name, "reason": rm.reason, "ports": list(rec.ports), "gpu_mb": rec.gpu_mb,
         })
         result.removed.append({"pid": rec.pid, "name": rec.name, "reason": rm.reason, "ports": list(rec.ports),
                                "registered_by": rec.source})
 
-    def _blocked_ports(self, pid: int, ports: tuple[int, ...], live: Mapping[int, ProcessRecord]
+    @staticmethod
+    def _blocked_ports(conn: sqlite3.Connection, pid: int, ports: tuple[int, ...], live: Mapping[int, ProcessRecord]
                        ) -> dict[int, ProcessRecord]:
         """Ports of ``ports`` that another live registered process claims: {port: holder}."""
         out: dict[int, ProcessRecord] = {}
-        for port, rid in store.port_holders(self.fleet.conn, ports).items():
+        for port, rid in store.port_holders(conn, ports).items():
             holder = live.get(rid)
             if holder is not None and holder.pid != pid:
                 out[port] = holder
         return out
 
-    def _conflict(self, obs: core.Observed, blocked: Mapping[int, ProcessRecord], result: CycleResult) -> None:
+    def _conflict(self, conn: sqlite3.Connection, obs: core.Observed, blocked: Mapping[int, ProcessRecord],
+                  result: CycleResult) -> None:
         w = obs.workload
         for port, holder in sorted(blocked.items()):
             reason = f"port {port} claimed by PID {holder.pid} ({holder.name})"
             result.skipped.append({"pid": w.pid, "name": w.name, "port": port, "reason": reason})
-            if not store.conflict_logged(self.fleet.conn, pid=w.pid, start_time=w.start_time, port=port):
-                self._event("CONFLICT", w.pid, w.pattern.workstream, {
+            if not store.conflict_logged(conn, pid=w.pid, start_time=w.start_time, port=port):
+                self._event(conn, "CONFLICT", w.pid, w.pattern.workstream, {
                     "name": w.name, "resource": "port", "port": port, "reason": reason, "holder_pid": holder.pid,
                     "start_time": w.start_time,
                 })
 
-    def _add(self, obs: core.Observed, live: dict[int, ProcessRecord], now_iso: str, result: CycleResult) -> None:
+    def _add(self, conn: sqlite3.Connection, obs: core.Observed, live: dict[int, ProcessRecord], now_iso: str,
+             result: CycleResult) -> None:
         w = obs.workload
-        blocked = self._blocked_ports(w.pid, w.ports, live)
+        blocked = self._blocked_ports(conn, w.pid, w.ports, live)
         if blocked:
-            self._conflict(obs, blocked, result)
+            self._conflict(conn, obs, blocked, result)
             return
         gpu = claim_devices(obs, self.fleet.settings.gpu_devices)
         record_id = store.insert_discovered(
-            self.fleet.conn, pid=w.pid, start_time=w.start_time, uid=w.uid, name=w.name,
+            conn, pid=w.pid, start_time=w.start_time, uid=w.uid, name=w.name,
             workstream=w.pattern.workstream, priority=w.pattern.priority, model=w.model, start_cmd=w.cmdline,
-            ports=w.ports, gpu=gpu, at=now_iso,
+            ports=w.ports, gpu=gpu, basis=core.gpu_basis(obs.gpu_source), at=now_iso,
         )
-        self._event("REGISTER", w.pid, w.pattern.workstream, {
+        self._event(conn, "REGISTER", w.pid, w.pattern.workstream, {
             "name": w.name, "start_time": w.start_time, "port": w.ports[0] if w.ports else None,
             "ports": list(w.ports), "gpu_mb": obs.gpu_mb, "gpu_source": obs.gpu_source,
             "gpu_devices": dict(obs.gpu_devices), "model": w.model, "member_pids": list(w.member_pids),
         })
-        record = registry.record_by_id(self.fleet.conn, record_id)
+        record = registry.record_by_id(conn, record_id)
         if record is not None:
             live[record_id] = record
         result.added.append({"pid": w.pid, "name": w.name, "ports": list(w.ports), "gpu_mb": obs.gpu_mb,
                              "gpu_source": obs.gpu_source})
 
-    def _update(self, up: core.Update, live: dict[int, ProcessRecord], now_iso: str, result: CycleResult) -> None:
+    def _update(self, conn: sqlite3.Connection, up: core.Update, live: dict[int, ProcessRecord], now_iso: str,
+                result: CycleResult) -> None:
         rec, obs = up.record, up.observed
-        blocked = self._blocked_ports(rec.pid, up.ports_added, live)
+        blocked = self._blocked_ports(conn, rec.pid, up.ports_added, live)
         if blocked:
-            self._conflict(obs, blocked, result)
+            self._conflict(conn, obs, blocked, result)
         added = tuple(p for p in up.ports_added if p not in blocked)
         if not (added or up.ports_removed or up.gpu_changed):
             return
-        conn = self.fleet.conn
         store.remove_ports(conn, rec.record_id, up.ports_removed)
         store.add_ports(conn, rec.record_id, added, now_iso)
         if up.gpu_changed:
-            store.set_gpu(conn, rec.record_id, claim_devices(obs, self.fleet.settings.gpu_devices), now_iso)
+            store.set_gpu(conn, rec.record_id, claim_devices(obs, self.fleet.settings.gpu_devices),
+                          core.gpu_basis(obs.gpu_source), now_iso)
         ports = sorted((set(rec.ports) - set(up.ports_removed)) | set(added))
         detail: dict[str, Any] = {"name": rec.name, "ports": ports, "ports_added": list(added),
                   "ports_removed": list(up.ports_removed)}
         if up.gpu_changed:
             detail.update(gpu_mb=obs.gpu_mb, previous_gpu_mb=rec.gpu_mb, gpu_source=obs.gpu_source,
                           gpu_devices=dict(obs.gpu_devices))
-        self._event("UPDATE", rec.pid, rec.workstream, detail)
+        self._event(conn, "UPDATE", rec.pid, rec.workstream, detail)
         result.updated.append({"pid": rec.pid, **detail})
 
 

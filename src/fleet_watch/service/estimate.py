@@ -147,11 +147,7 @@ def check_framework(framework: str, settings: Settings) -> str:
 
 def _overrides(settings: Settings) -> Mapping[str, object]:
     """``gpu_estimator.framework_overhead`` with its keys spelled canonically (``llama.cpp``, ``Candle`` count)."""
-    est = settings.raw.get("gpu_estimator")
-    table = est.get("framework_overhead") if isinstance(est, Mapping) else None
-    if not isinstance(table, Mapping):
-        return {}
-    return {workingset.canonical_framework(str(k)): v for k, v in table.items()}
+    return {workingset.canonical_framework(k): v for k, v in settings.framework_overhead.items()}
 
 
 def _kv_dtype(kv_dtype: str | None, framework: str, quant: Quant) -> str:

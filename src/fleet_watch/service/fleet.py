@@ -1,31 +1,31 @@
-"""The ``Fleet`` facade: open the registry once, then register, release, clean, guard and report.
+"""The ``Fleet`` facade: open the registry once, then register, release, clean and read.
 
-Every claim-changing operation is a single ``BEGIN IMMEDIATE`` transaction that also appends its audit
-event, so concurrent CLI processes can neither double-grant a resource nor fork the chain. ``guard`` and
-``check`` are read-only: they never take the write lock.
+Every claim-changing operation is a single ``BEGIN IMMEDIATE`` transaction that also appends its audit event, so
+concurrent CLI processes can neither double-grant a resource nor fork the chain. Each grant is decided by the same
+functions as the guard's verdict (``decide_claims`` over ``core.guard``), over the same ledger read.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import Any
 
 from fleet_watch import clock as clocks
 from fleet_watch.config import Detected, Settings, ensure_home, load_settings
-from fleet_watch.core import chain, guard, paths
+from fleet_watch.core import chain, guard, inputs, liveness
 from fleet_watch.errors import Conflict, NotFound, UsageError
-from fleet_watch.models import GPU_POOL, Claim, GpuBudget, ProcessRecord
+from fleet_watch.models import GPU_POOL, Event, GpuBudget, ProcessRecord
 from fleet_watch.probes import ports as port_probe
-from fleet_watch.probes.processes import death_reason, process_facts
+from fleet_watch.probes.processes import death_reason, is_descendant, process_facts
+from fleet_watch.service.ledger import Ledger
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import immediate, open_db, snapshot
-
-if TYPE_CHECKING:
-    from fleet_watch.service.preflight import GuardRequest, GuardResult
 
 STALE_AFTER_S = 180.0  # a heartbeat older than this is "expired" (README ownership model)
 
@@ -34,12 +34,50 @@ def resolve_repo(path: str) -> str:
     """Absolute, with ``~`` expanded and every symlink resolved: one spelling per directory."""
     if not path or "\0" in path:
         raise UsageError("repo path must be a non-empty path")
+    if len(path) > inputs.MAX_PATH:
+        raise UsageError(f"repo path is {len(path)} characters long; at most {inputs.MAX_PATH}")
     return os.path.realpath(os.path.expanduser(path))
 
 
-def validate_port(port: int | None) -> None:
-    if port is not None and not 1 <= port <= 65535:
-        raise UsageError(f"port must be between 1 and 65535, got {port}")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimRequest:
+    """What a caller wants to hold: any number of ports and repos, and GPU memory on the pool or one device."""
+
+    ports: tuple[int, ...] = ()
+    repos: tuple[str, ...] = ()  # resolved
+    gpu_mb: int = 0
+    device: str | None = None  # None: the single pool
+    session_id: str | None = None
+
+
+def decide_claims(
+    fleet: Fleet, ledger: Ledger, req: ClaimRequest, *, os_listeners: dict[int, dict[str, Any] | None],
+    suggestions: Callable[[int], list[int]], exclude_record: int | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The one decision for every resource of a request, as ``(resource, check)`` pairs in request order.
+
+    ``os_listeners`` maps each requested port to the OS listener that is *not* the requester (None: nothing else
+    listens). ``exclude_record`` is the requester's own registry row: its own claims never deny it.
+    """
+    out: list[tuple[str, dict[str, Any]]] = []
+    for port in req.ports:
+        claim = ledger.port_claim(port)
+        if claim is not None and claim.holder.record_id == exclude_record:
+            claim = None
+        listener = os_listeners.get(port)
+        out.append(("port", guard.check_port(
+            port, registered=claim, holder_claims=ledger.claims_of(claim.holder) if claim else (),
+            os_in_use=claim is None and listener is not None, os_listener=listener,
+            suggested_ports=suggestions(port) if claim is not None or listener is not None else [],
+        )))
+    for repo_dir in req.repos:
+        locks = [c for c in ledger.repo_locks(repo_dir) if c.holder.record_id != exclude_record]
+        out.append(("repo", guard.check_repo(repo_dir, locks=locks, session_id=req.session_id,
+                                             claims_of=ledger.claims_of)))
+    if req.gpu_mb > 0:
+        pool, device_budget = fleet.budgets(ledger, req.device, exclude_record=exclude_record)
+        out.append(("gpu", guard.check_gpu(req.gpu_mb, pool, device=req.device, device_budget=device_budget)))
+    return out
 
 
 @dataclass(slots=True)
@@ -49,10 +87,12 @@ class CleanResult:
 
 
 class Fleet:
+    """The registry opened for one command. Use it as a context manager: ``with Fleet.open(home) as fleet:``."""
+
     def __init__(self, settings: Settings, conn: sqlite3.Connection, clock: clocks.Clock) -> None:
         self.settings = settings
-        self.conn = conn
         self.clock = clock
+        self._conn = conn
 
     @classmethod
     def open(
@@ -65,158 +105,46 @@ class Fleet:
         return cls(settings, open_db(settings.db_path), clock or clocks.SystemClock())
 
     def close(self) -> None:
-        self.conn.close()
+        self._conn.close()
 
-    # -- liveness ---------------------------------------------------------------------------------------
-    @staticmethod
-    def death_reason(record_pid: int, start_time: float) -> str | None:
-        """Why a registered identity is no longer live, or ``None`` while it is (``core.liveness``)."""
-        return death_reason(record_pid, start_time)
+    def __enter__(self) -> Fleet:
+        return self
 
-    def _event(self, event_type: str, pid: int | None, workstream: str | None, detail: dict[str, Any]) -> None:
-        audit.append(self.conn, timestamp=clocks.iso_utc(self.clock.now()), event_type=event_type, pid=pid,
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A read snapshot for a service module's own store calls: several reads, one state, no write lock."""
+        with snapshot(self._conn):
+            yield self._conn
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: the changes and their audit events land together or not at all."""
+        with immediate(self._conn):
+            yield self._conn
+
+    def event(self, conn: sqlite3.Connection, event_type: str, pid: int | None, workstream: str | None,
+              detail: dict[str, Any]) -> None:
+        """Append an audit event inside a ``writing()`` transaction, stamped with this fleet's clock."""
+        audit.append(conn, timestamp=clocks.iso_utc(self.clock.now()), event_type=event_type, pid=pid,
                      workstream=workstream, detail=detail)
 
-    def _drop_dead(self, record_id: int, pid: int, name: str, workstream: str, reason: str, **extra: Any) -> None:
-        registry.delete_process(self.conn, record_id)
-        self._event("CLEAN", pid, workstream, {"reason": reason, "name": name, **extra})
+    # -- reading ------------------------------------------------------------------------------------------
+    def ledger(self) -> Ledger:
+        """One consistent read of every claim and holder (no write lock)."""
+        with snapshot(self._conn):
+            return Ledger.read(self._conn)
 
-    # -- register -----------------------------------------------------------------------------------------
-    def register(
-        self, *, pid: int, name: str, workstream: str, port: int | None = None, gpu_mb: int = 0,
-        repo: str | None = None, priority: int = 3, session_id: str | None = None, model: str | None = None,
-        start_cmd: str | None = None, source: str = "manual", gpu_device: int | None = None,
-    ) -> ProcessRecord:
-        validate_port(port)
-        if gpu_mb < 0:
-            raise UsageError(f"GPU MB must be >= 0, got {gpu_mb}")
-        if not 1 <= priority <= 5:
-            raise UsageError(f"priority must be 1-5, got {priority}")
-        for label, text in (("name", name), ("workstream", workstream)):
-            if not text.strip():
-                raise UsageError(f"{label} must not be empty")
-        device = self.device_key(gpu_device)
-        facts = process_facts(pid)
-        if facts is None or facts.is_zombie:
-            raise NotFound(f"PID {pid} is not a running process")
-        repo_dir = resolve_repo(repo) if repo is not None else None
-        session = session_id or f"cli-{pid}"
-        os_conflict = self._os_port_conflict(port, pid) if port is not None else None
-
-        conflict: Conflict | None = None
-        with immediate(self.conn):
-            conflict = self._register_locked(
-                pid=pid, start_time=facts.start_time, uid=facts.uid, name=name, workstream=workstream, port=port,
-                gpu_mb=gpu_mb, repo_dir=repo_dir, priority=priority, session=session, model=model,
-                start_cmd=start_cmd, source=source, os_conflict=os_conflict, device=device,
-            )
-        if conflict is not None:
-            raise conflict
-        record = registry.record_by_pid(self.conn, pid)
-        assert record is not None
-        return record
-
-    def _os_port_conflict(self, port: int, pid: int) -> dict[str, Any] | None:
-        """A listener on ``port`` that is neither ``pid`` nor one of its descendants."""
-        if not port_probe.port_in_use(port):
-            return None
-        listener = port_probe.find_listener(port) or {}
-        owner = listener.get("pid")
-        if owner is not None and (owner == pid or _is_descendant(owner, pid)):
-            return None
-        return listener or {"pid": None}
-
-    def _register_locked(
-        self, *, pid: int, start_time: float, uid: int | None, name: str, workstream: str, port: int | None,
-        gpu_mb: int, repo_dir: str | None, priority: int, session: str, model: str | None,
-        start_cmd: str | None, source: str, os_conflict: dict[str, Any] | None, device: str | None = None,
-    ) -> Conflict | None:
-        now_iso = clocks.iso_utc(self.clock.now())
-        existing = registry.record_by_pid(self.conn, pid)
-        if existing is not None:
-            if existing.identity.same_process(start_time):
-                return self._conflict(pid, name, workstream, "pid", f"PID {pid} is already registered as "
-                                      f"{existing.name}; release it first", existing)
-            self._drop_dead(existing.record_id, existing.pid, existing.name, existing.workstream, "pid_reused")
-
-        if port is not None:
-            claim = registry.port_claim(self.conn, port)
-            holder = self._live_holder(claim)
-            if holder is not None:
-                return self._conflict(pid, name, workstream, "port",
-                                      f"port {port} claimed by PID {holder.pid} ({holder.name})", holder, port=port)
-            if os_conflict is not None:
-                who = (f"PID {os_conflict['pid']} ({os_conflict.get('name') or 'unknown'})"
-                       if os_conflict.get("pid") is not None else "another process")
-                return self._conflict(pid, name, workstream, "port",
-                                      f"port {port} in use by {who}, not registered with Fleet Watch", None,
-                                      port=port, holder_view=guard.os_holder_view(port, os_conflict))
-
-        if repo_dir is not None:
-            for claim in registry.repo_claims_overlapping(self.conn, repo_dir, paths.ancestors(repo_dir)):
-                holder = self._live_holder(claim)
-                if holder is not None and holder.session_id != session:
-                    via = "" if claim.key == repo_dir else f" (lock on {claim.key})"
-                    return self._conflict(pid, name, workstream, "repo",
-                                          f"repo {repo_dir} locked by PID {holder.pid} ({holder.name}){via}",
-                                          holder, repo_dir=claim.key)
-
-        if gpu_mb > 0:
-            verdict = self._gpu_verdict(gpu_mb, device, self._budget(None))
-            if not verdict["allowed"]:
-                for claim in registry.gpu_claims(self.conn):
-                    self._live_holder(claim)  # drops the dead, so the sums below count only live claims
-                verdict = self._gpu_verdict(gpu_mb, device, self._budget(None))
-            if not verdict["allowed"]:
-                return self._conflict(pid, name, workstream, "gpu", verdict["reason"], None, gpu_mb=gpu_mb)
-
-        record_id = registry.insert_process(
-            self.conn, pid=pid, start_time=start_time, uid=uid, name=name, workstream=workstream,
-            session_id=session, priority=priority, model=model, start_cmd=start_cmd, source=source,
-            registered_at=now_iso, last_heartbeat=now_iso,
-        )
-        if port is not None:
-            registry.add_claim(self.conn, record_id, "port", str(port), 0, now_iso)
-        if repo_dir is not None:
-            registry.add_claim(self.conn, record_id, "repo", repo_dir, 0, now_iso)
-        if gpu_mb > 0:
-            registry.add_claim(self.conn, record_id, "gpu", device or GPU_POOL, gpu_mb, now_iso)
-        self._event("REGISTER", pid, workstream, {
-            "name": name, "start_time": start_time, "port": port, "gpu_mb": gpu_mb, "repo_dir": repo_dir,
-            "priority": priority, "session_id": session, "source": source, "gpu_device": device,
-        })
-        return None
-
-    def _conflict(
-        self, pid: int, name: str, workstream: str, resource: str, reason: str, holder: ProcessRecord | None,
-        *, port: int | None = None, repo_dir: str | None = None, gpu_mb: int | None = None,
-        holder_view: dict[str, Any] | None = None,
-    ) -> Conflict:
-        view = holder_view if holder is None else guard.holder_view(holder, port=port, repo_dir=repo_dir)
-        self._event("CONFLICT", pid, workstream, {
-            "name": name, "resource": resource, "reason": reason, "port": port, "repo_dir": repo_dir,
-            "gpu_mb": gpu_mb, "holder_pid": None if view is None else view.get("pid"),
-        })
-        return Conflict(reason, resource=resource, holder=view)
-
-    def _live_holder(self, claim: Claim | None) -> ProcessRecord | None:
-        """The claim's holder if it is still the same live process; a dead holder is cleaned (and logged)."""
-        if claim is None:
-            return None
-        h = claim.holder
-        reason = self.death_reason(h.pid, h.start_time)
-        if reason is None:
-            return registry.record_by_id(self.conn, h.record_id)
-        self._drop_dead(h.record_id, h.pid, h.name, h.workstream, reason)
-        return None
-
-    def _budget(self, device: str | None) -> GpuBudget:
-        """The single pool (``None``: every GPU claim counts) or one configured device's budget."""
+    def budgets(self, ledger: Ledger, device: str | None, *, exclude_record: int | None = None
+                ) -> tuple[GpuBudget, GpuBudget | None]:
+        """The single pool's budget and, when a device is named, that device's own (live firm claims only)."""
+        pool = ledger.budget(self.settings.gpu_total_mb, self.settings.gpu_reserve_mb, exclude=exclude_record)
         if device is None:
-            return GpuBudget(total_mb=self.settings.gpu_total_mb, reserve_mb=self.settings.gpu_reserve_mb,
-                             allocated_mb=registry.gpu_allocated_mb(self.conn))
+            return pool, None
         total, reserve = self.settings.gpu_devices[device]
-        return GpuBudget(total_mb=total, reserve_mb=reserve, allocated_mb=registry.gpu_allocated_mb(self.conn, device))
+        return pool, ledger.budget(total, reserve, device, exclude=exclude_record)
 
     def device_key(self, gpu_device: int | None) -> str | None:
         """The claim key for ``--gpu-device``: None for the single pool (no device, or one device or none)."""
@@ -233,87 +161,6 @@ class Fleet:
             raise UsageError(f"GPU device {gpu_device} is not configured (devices: {', '.join(sorted(devices))})")
         return str(gpu_device)
 
-    def _gpu_verdict(self, requested: int, device: str | None, pool: GpuBudget) -> dict[str, Any]:
-        """The pool must fit the claim, and so must the named device's own budget."""
-        verdict = guard.check_gpu(requested, pool)
-        if device is None or not verdict["allowed"]:
-            return verdict if device is None else {**verdict, "device": int(device)}
-        dev = guard.check_gpu(requested, self._budget(device))
-        if not dev["allowed"]:
-            dev["reason"] = f"GPU {device}: {dev['reason']}"
-        return {**dev, "device": int(device)}
-
-    # -- heartbeat, release, clean ------------------------------------------------------------------------
-    def heartbeat(self, pid: int) -> ProcessRecord:
-        with immediate(self.conn):
-            record = registry.record_by_pid(self.conn, pid)
-            if record is None:
-                raise NotFound(f"PID {pid} is not registered")
-            reason = self.death_reason(record.pid, record.start_time)
-            if reason is not None:
-                self._drop_dead(record.record_id, record.pid, record.name, record.workstream, reason)
-                dead: NotFound | None = NotFound(f"PID {pid} is registered but that process is gone ({reason}); "
-                                                 "its row was cleaned")
-            else:
-                dead = None
-                registry.touch_heartbeat(self.conn, record.record_id, clocks.iso_utc(self.clock.now()))
-        if dead is not None:
-            raise dead
-        return record
-
-    def release_pid(self, pid: int) -> ProcessRecord:
-        with immediate(self.conn):
-            record = registry.record_by_pid(self.conn, pid)
-            if record is None:
-                raise NotFound(f"PID {pid} is not registered")
-            registry.delete_process(self.conn, record.record_id)
-            self._event("RELEASE", record.pid, record.workstream, {
-                "name": record.name, "ports": list(record.ports), "repos": list(record.repos),
-                "gpu_mb": record.gpu_mb,
-            })
-        return record
-
-    def release_port(self, port: int) -> ProcessRecord:
-        validate_port(port)
-        with immediate(self.conn):
-            claim = registry.port_claim(self.conn, port)
-            if claim is None:
-                raise NotFound(f"port {port} is not claimed")
-            record = registry.record_by_id(self.conn, claim.holder.record_id)
-            assert record is not None
-            registry.delete_port_claim(self.conn, port)
-            self._event("RELEASE", record.pid, record.workstream, {"name": record.name, "port": port})
-        return record
-
-    def clean(self) -> CleanResult:
-        """Drop rows whose process is gone; log heartbeat expiry (once) for live rows gone quiet."""
-        now = self.clock.now()
-        result = CleanResult()
-        records = registry.list_records(self.conn)
-        verdicts = {r.record_id: self.death_reason(r.pid, r.start_time) for r in records}
-        with immediate(self.conn):
-            already = registry.stale_logged(self.conn)
-            for rec in registry.list_records(self.conn):
-                reason = verdicts.get(rec.record_id, self.death_reason(rec.pid, rec.start_time))
-                if reason is not None:
-                    self._drop_dead(rec.record_id, rec.pid, rec.name, rec.workstream, reason)
-                    result.removed.append((rec, reason))
-                elif (rec.record_id not in already
-                      and now - clocks.parse_iso(rec.last_heartbeat) > STALE_AFTER_S):
-                    registry.mark_stale_logged(self.conn, rec.record_id, clocks.iso_utc(now))
-                    self._event("STALE", rec.pid, rec.workstream, {
-                        "name": rec.name, "reason": "heartbeat_expired", "last_heartbeat": rec.last_heartbeat,
-                    })
-                    result.expired.append(rec)
-        return result
-
-    # -- guard and check ----------------------------------------------------------------------------------
-    def evaluate(self, req: GuardRequest) -> GuardResult:
-        """The pre-flight verdict (read-only): see ``service.preflight``."""
-        from fleet_watch.service.preflight import evaluate
-
-        return evaluate(self, req)
-
     def free_ports(self, requested: int | None, occupied: set[int], count: int = guard.SUGGESTION_COUNT) -> list[int]:
         """Up to ``count`` ports that no one claims and nothing listens on, best first."""
         out: list[int] = []
@@ -324,42 +171,225 @@ class Fleet:
                     break
         return out
 
-    # -- reading ------------------------------------------------------------------------------------------
     def records(self) -> list[ProcessRecord]:
-        with snapshot(self.conn):
-            return registry.list_records(self.conn)
+        with snapshot(self._conn):
+            return registry.list_records(self._conn)
 
-    def budget(self) -> GpuBudget:
-        with snapshot(self.conn):
-            return self._budget(None)
-
-    def live_gpu_allocated_mb(self) -> int:
-        """GPU memory that live registered processes claim: dead holders hold nothing. Read-only, like the guard:
-        the rows of dead holders stay for ``clean`` to remove and log."""
-        with snapshot(self.conn):
-            claims = registry.gpu_claims(self.conn)
-        return sum(c.amount_mb for c in claims if self.death_reason(c.holder.pid, c.holder.start_time) is None)
-
-    def history(self, *, event_type: str | None, hours: float | None, limit: int) -> list[Any]:
+    def history(self, *, event_type: str | None, hours: float | None, limit: int) -> list[Event]:
         if event_type is not None and event_type.upper() not in chain.EVENT_TYPES:
-            raise UsageError(f"unknown event type {event_type!r}; one of: {', '.join(sorted(chain.EVENT_TYPES))}")
-        if hours is not None and hours < 0:
-            raise UsageError("--hours must be >= 0 (0 means no time limit)")
-        if limit <= 0:
-            raise UsageError("--limit must be a positive integer")
+            raise UsageError(f"unknown event type {inputs.quote(event_type)}; one of: "
+                             f"{', '.join(sorted(chain.EVENT_TYPES))}")
+        inputs.finite(hours, "--hours", high=24 * 365 * 1000)
+        if not 1 <= limit <= 1_000_000:
+            raise UsageError(f"--limit must be between 1 and 1000000, got {limit}")
         since = clocks.iso_utc(self.clock.now() - hours * 3600) if hours else None
-        with snapshot(self.conn):
-            return audit.query(self.conn, event_type=event_type.upper() if event_type else None, since=since,
+        with snapshot(self._conn):
+            return audit.query(self._conn, event_type=event_type.upper() if event_type else None, since=since,
                                limit=limit)
 
     def verify_chain(self) -> chain.ChainReport:
-        with snapshot(self.conn):
-            return chain.verify_events(audit.iter_all(self.conn), audit.head(self.conn))
+        with snapshot(self._conn):
+            events = list(audit.iter_all(self._conn))
+            head = audit.head(self._conn)
+        return chain.verify_events(events, head)
 
-    def conflicts_since(self, hours: float) -> int:
-        since = clocks.iso_utc(self.clock.now() - hours * 3600)
-        with snapshot(self.conn):
-            return audit.count(self.conn, event_type="CONFLICT", since=since)
+    # -- writing ------------------------------------------------------------------------------------------
+    def _event(self, event_type: str, pid: int | None, workstream: str | None, detail: dict[str, Any]) -> None:
+        self.event(self._conn, event_type, pid, workstream, detail)
+
+    def _drop_dead(self, ledger: Ledger) -> None:
+        """A writer cleans (and logs) the dead holders its decision came across: they held nothing already."""
+        for holder, reason in ledger.dead_seen():
+            registry.delete_process(self._conn, holder.record_id)
+            self._event("CLEAN", holder.pid, holder.workstream, {"reason": reason, "name": holder.name})
+
+    def register(
+        self, *, pid: int, name: str, workstream: str, ports: Sequence[int] = (), gpu_mb: int = 0,
+        repos: Sequence[str] = (), priority: int = 3, session_id: str | None = None, model: str | None = None,
+        start_cmd: str | None = None, source: str = "manual", gpu_device: int | None = None, update: bool = False,
+    ) -> ProcessRecord:
+        """Register a running process with its claims, or (``update``) add claims to a registered one.
+
+        With ``update``, ``gpu_mb`` replaces the process's GPU claim; ports and repos are added to what it holds.
+        """
+        inputs.pid(pid)
+        for p in ports:
+            inputs.port(p)
+        inputs.non_negative(gpu_mb, "GPU MB")
+        inputs.priority(priority)
+        if not update:  # an update keeps the registered name and workstream
+            inputs.text("name", name)
+            inputs.text("workstream", workstream)
+        if session_id is not None:
+            inputs.text("session id", session_id)
+        if model is not None:
+            inputs.text("model", model, max_len=inputs.MAX_PATH)
+        if start_cmd is not None:
+            inputs.text("start command", start_cmd, max_len=32768)
+        device = self.device_key(gpu_device)
+        facts = process_facts(pid)
+        if facts is None or facts.is_zombie:
+            raise NotFound(f"PID {pid} is not a running process")
+        req = ClaimRequest(ports=tuple(dict.fromkeys(ports)),
+                           repos=tuple(dict.fromkeys(resolve_repo(r) for r in repos)),
+                           gpu_mb=gpu_mb, device=device, session_id=session_id or f"cli-{pid}")
+        listeners = {p: _foreign_listener(p, pid) for p in req.ports}
+
+        conflict: Conflict | None = None
+        with immediate(self._conn):
+            conflict = self._register_locked(req, pid=pid, start_time=facts.start_time, uid=facts.uid, name=name,
+                                             workstream=workstream, priority=priority, model=model,
+                                             start_cmd=start_cmd, source=source, listeners=listeners, update=update)
+        if conflict is not None:
+            raise conflict
+        record = registry.record_by_pid(self._conn, pid)
+        assert record is not None
+        return record
+
+    def _register_locked(
+        self, req: ClaimRequest, *, pid: int, start_time: float, uid: int | None, name: str, workstream: str,
+        priority: int, model: str | None, start_cmd: str | None, source: str,
+        listeners: dict[int, dict[str, Any] | None], update: bool,
+    ) -> Conflict | None:
+        now_iso = clocks.iso_utc(self.clock.now())
+        existing = registry.record_by_pid(self._conn, pid)
+        if existing is not None and not liveness.same_start(existing.start_time, start_time):
+            registry.delete_process(self._conn, existing.record_id)
+            self._event("CLEAN", existing.pid, existing.workstream, {"reason": "pid_reused", "name": existing.name})
+            existing = None
+        if update and existing is None:
+            raise NotFound(f"PID {pid} is not registered; register it before adding claims with --update")
+        if not update and existing is not None:
+            return self._conflict(pid, name, workstream, "pid", f"PID {pid} is already registered as "
+                                  f"{existing.name}; release it first, or add claims with --update")
+        if existing is not None:
+            req = ClaimRequest(ports=req.ports, repos=req.repos, gpu_mb=req.gpu_mb, device=req.device,
+                               session_id=existing.session_id)
+
+        ledger = Ledger.read(self._conn)
+        checks = decide_claims(self, ledger, req, os_listeners=listeners, suggestions=lambda p: [],
+                               exclude_record=existing.record_id if existing else None)
+        self._drop_dead(ledger)
+        denied = next(((res, c) for res, c in checks if not c["allowed"]), None)
+        if denied is not None:
+            resource, check = denied
+            return self._conflict(pid, name, workstream, resource, check["reason"], holder=check.get("holder"))
+
+        if existing is None:
+            record_id = registry.insert_process(
+                self._conn, pid=pid, start_time=start_time, uid=uid, name=name, workstream=workstream,
+                session_id=req.session_id, priority=priority, model=model, start_cmd=start_cmd, source=source,
+                registered_at=now_iso, last_heartbeat=now_iso,
+            )
+            held_ports: set[int] = set()
+        else:
+            record_id = existing.record_id
+            held_ports = set(existing.ports)
+            if req.gpu_mb > 0:
+                registry.delete_gpu_claims(self._conn, record_id)
+        new_ports = [p for p in req.ports if p not in held_ports]
+        held_repos = set(existing.repos) if existing else set()
+        new_repos = [r for r in req.repos if r not in held_repos]
+        for port in new_ports:
+            registry.add_claim(self._conn, record_id, "port", str(port), 0, now_iso)
+        for repo_dir in new_repos:
+            registry.add_claim(self._conn, record_id, "repo", repo_dir, 0, now_iso)
+        if req.gpu_mb > 0:
+            registry.add_claim(self._conn, record_id, "gpu", req.device or GPU_POOL, req.gpu_mb, now_iso)
+        self._event("UPDATE" if existing else "REGISTER", pid, workstream if not existing else existing.workstream, {
+            "name": name if not existing else existing.name, "start_time": start_time,
+            "port": req.ports[0] if req.ports else None, "ports": list(new_ports if existing else req.ports),
+            "gpu_mb": req.gpu_mb, "repo_dir": req.repos[0] if req.repos else None, "repos": list(new_repos),
+            "priority": priority, "session_id": req.session_id, "source": source, "gpu_device": req.device,
+        })
+        return None
+
+    def _conflict(self, pid: int, name: str, workstream: str, resource: str, reason: str,
+                  holder: dict[str, Any] | None = None) -> Conflict:
+        self._event("CONFLICT", pid, workstream, {
+            "name": name, "resource": resource, "reason": reason,
+            "holder_pid": None if holder is None else holder.get("pid"),
+        })
+        return Conflict(reason, resource=resource, holder=holder)
+
+    def heartbeat(self, pid: int) -> ProcessRecord:
+        inputs.pid(pid)
+        dead: NotFound | None = None
+        with immediate(self._conn):
+            record = registry.record_by_pid(self._conn, pid)
+            if record is None:
+                raise NotFound(f"PID {pid} is not registered")
+            reason = death_reason(record.pid, record.start_time)
+            if reason is not None:
+                registry.delete_process(self._conn, record.record_id)
+                self._event("CLEAN", record.pid, record.workstream, {"reason": reason, "name": record.name})
+                dead = NotFound(f"PID {pid} is registered but that process is gone ({reason}); its row was cleaned")
+            else:
+                registry.touch_heartbeat(self._conn, record.record_id, clocks.iso_utc(self.clock.now()))
+        if dead is not None:
+            raise dead
+        return record
+
+    def release_pid(self, pid: int) -> ProcessRecord:
+        inputs.pid(pid)
+        with immediate(self._conn):
+            record = registry.record_by_pid(self._conn, pid)
+            if record is None:
+                raise NotFound(f"PID {pid} is not registered")
+            registry.delete_process(self._conn, record.record_id)
+            self._event("RELEASE", record.pid, record.workstream, {
+                "name": record.name, "ports": list(record.ports), "repos": list(record.repos),
+                "gpu_mb": record.gpu_mb,
+            })
+        return record
+
+    def release_port(self, port: int, *, pid: int | None = None) -> ProcessRecord:
+        """Release one port claim; with ``pid``, only if that process is the one holding it."""
+        inputs.port(port)
+        with immediate(self._conn):
+            holder = next((r for r in registry.list_records(self._conn) if port in r.ports), None)
+            if holder is None:
+                raise NotFound(f"port {port} is not claimed")
+            if pid is not None and holder.pid != pid:
+                raise NotFound(f"port {port} is not claimed by PID {pid} (it is claimed by PID {holder.pid})")
+            registry.delete_port_claim(self._conn, holder.record_id, port)
+            self._event("RELEASE", holder.pid, holder.workstream, {"name": holder.name, "port": port})
+        return holder
+
+    def clean(self) -> CleanResult:
+        """Drop rows whose process is gone; log heartbeat expiry (once) for live rows gone quiet."""
+        now = self.clock.now()
+        result = CleanResult()
+        records = self.records()
+        verdicts = {r.record_id: death_reason(r.pid, r.start_time) for r in records}
+        with immediate(self._conn):
+            already = registry.stale_logged(self._conn)
+            for rec in registry.list_records(self._conn):
+                reason = verdicts[rec.record_id] if rec.record_id in verdicts else death_reason(rec.pid,
+                                                                                               rec.start_time)
+                if reason is not None:
+                    registry.delete_process(self._conn, rec.record_id)
+                    self._event("CLEAN", rec.pid, rec.workstream, {"reason": reason, "name": rec.name})
+                    result.removed.append((rec, reason))
+                elif (rec.record_id not in already
+                      and now - clocks.parse_iso(rec.last_heartbeat) > STALE_AFTER_S):
+                    registry.mark_stale_logged(self._conn, rec.record_id, clocks.iso_utc(now))
+                    self._event("STALE", rec.pid, rec.workstream, {
+                        "name": rec.name, "reason": "heartbeat_expired", "last_heartbeat": rec.last_heartbeat,
+                    })
+                    result.expired.append(rec)
+        return result
+
+
+def _foreign_listener(port: int, pid: int) -> dict[str, Any] | None:
+    """What the OS says listens on ``port``, unless it is ``pid`` itself or one of its descendants."""
+    if not port_probe.port_in_use(port):
+        return None
+    listener = port_probe.find_listener(port) or {}
+    owner = listener.get("pid")
+    if owner is not None and (owner == pid or is_descendant(owner, pid)):
+        return None
+    return listener
 
 
 def detect_pool_mb() -> tuple[int, dict[str, int]]:
@@ -367,12 +397,3 @@ def detect_pool_mb() -> tuple[int, dict[str, int]]:
     from fleet_watch.probes.machine import detect_pool_mb
 
     return detect_pool_mb()
-
-
-def _is_descendant(pid: int, ancestor: int) -> bool:
-    import psutil
-
-    try:
-        return any(p.pid == ancestor for p in psutil.Process(pid).parents())
-    except psutil.Error:
-        return False

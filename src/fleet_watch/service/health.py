@@ -23,10 +23,6 @@ from fleet_watch.probes.memory import MemoryProbe
 from fleet_watch.service.discovery import Discovery, Snapshot
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.service.last_cycle import load_monitor, previous_memory
-from fleet_watch.store import audit, registry
-from fleet_watch.store.connection import immediate, snapshot
-
-DEFAULT_THRASH_PAGEOUTS_PER_S = 1000.0
 
 
 @dataclass(slots=True)
@@ -62,7 +58,7 @@ def _started(ts: float | None) -> str | None:
 
 
 def sessions_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> list[dict[str, Any]]:
-    patterns = dcore.compile_session_patterns(disc.fleet.settings.raw.get("session_patterns") or [])
+    patterns = dcore.compile_session_patterns(disc.fleet.settings.session_patterns)
     index = snap.index
     out: list[dict[str, Any]] = []
     for m in dcore.find_sessions(snap.procs, patterns):
@@ -91,9 +87,9 @@ def sessions_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> 
 
 def idle_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> list[dict[str, Any]]:
     """Workloads (discovered, or matching ``idle_patterns``) whose CPU over the sample is near zero."""
-    settings = disc.fleet.settings.raw
-    idle_res = [re.compile(p, re.I) for p in settings.get("idle_patterns") or []]
-    threshold = float(settings.get("idle_cpu_threshold", 1.0))
+    settings = disc.fleet.settings
+    idle_res = [re.compile(p, re.I) for p in settings.idle_patterns]
+    threshold = settings.idle_cpu_threshold
     workloads = {o.workload.pid: o for o in snap.observed}
     members = {m for o in snap.observed for m in o.workload.member_pids if m != o.workload.pid}
     out: list[dict[str, Any]] = []
@@ -140,13 +136,14 @@ def devices_view(snap: Snapshot) -> list[dict[str, Any]]:
 
 def monitor_view(disc: Discovery, cur: Sample, prev_memory: core.MemoryCounters | None, interval_s: float | None,
                  memory_doc: Mapping[str, Any], records: Sequence[ProcessRecord]) -> dict[str, Any]:
-    raw = disc.fleet.settings.raw
-    thrash = float(raw.get("gpu_pageout_thrash_threshold", DEFAULT_THRASH_PAGEOUTS_PER_S))
+    thrash = disc.fleet.settings.gpu_pageout_thrash_threshold
     rate_view = core.pageout_rate(cur.memory, prev_memory, interval_s, thrash)
     devices = devices_view(cur.snap)
     footprints = footprints_view(disc, cur.snap, records)
+    fleet = disc.fleet
+    budget, _ = fleet.budgets(fleet.ledger(), None)
     alerts = core.build_alerts(memory_label=memory_doc["pressure_label"], memory_pct=memory_doc["pressure_pct"],
-                               rate_view=rate_view, devices=devices, footprints=footprints)
+                               rate_view=rate_view, devices=devices, footprints=footprints, budget=budget.to_dict())
     return {
         "timestamp_s": cur.wall, "generated_utc": clocks.iso_utc(cur.wall), "pageout_rate": rate_view,
         "thrashing": bool(rate_view and rate_view["thrashing"]), "devices": devices,
@@ -170,10 +167,9 @@ def build_health(disc: Discovery, before: Sample, after: Sample) -> HealthReport
     """The README's four keys from two samples (``before`` may be the same scan with fewer PIDs re-read)."""
     interval = max(1e-6, after.snap.taken_at - before.snap.taken_at)
     cpu = cpu_rates(before.cpu, after.cpu, interval)
-    thresholds = disc.fleet.settings.raw["pressure_thresholds"]
+    thresholds = disc.fleet.settings.pressure_thresholds
     memory = core.memory_view(after.memory, before.memory, interval, thresholds)
-    with snapshot(disc.fleet.conn):
-        records = registry.list_records(disc.fleet.conn)
+    records = disc.fleet.records()
     return HealthReport({
         "memory": memory,
         "sessions": sessions_view(disc, after.snap, cpu),
@@ -205,9 +201,9 @@ def gather_health(fleet: Fleet, *, sample_s: float = 1.0, discovery: Discovery |
 
 def _reported_pids(disc: Discovery, snap: Snapshot) -> list[int]:
     """Sessions, workloads and idle-pattern candidates: the only PIDs whose CPU rate the report needs."""
-    raw = disc.fleet.settings.raw
-    session_res = [re.compile(str(p["process_match"]), re.I) for p in raw.get("session_patterns") or []]
-    idle_res = [re.compile(p, re.I) for p in raw.get("idle_patterns") or []]
+    settings = disc.fleet.settings
+    session_res = [re.compile(p.process_match, re.I) for p in settings.session_patterns]
+    idle_res = [re.compile(p, re.I) for p in settings.idle_patterns]
     pids = {m for o in snap.observed for m in o.workload.member_pids}
     for p in snap.procs:
         if p.readable and p.argv and any(r.search(p.cmdline) for r in (*session_res, *idle_res)):
@@ -220,11 +216,11 @@ def log_new_alerts(fleet: Fleet, monitor: Mapping[str, Any], previous: Mapping[s
     before = [str(a.get("key")) for a in (previous or {}).get("alerts", []) if isinstance(a, dict)]
     fresh = core.new_alerts(monitor["alerts"], before)
     if fresh:
-        with immediate(fleet.conn):
+        with fleet.writing() as conn:
             for a in fresh:
-                event = "MEMORY_PRESSURE" if a["type"] == "memory_pressure" else "GPU_MEMORY_PRESSURE"
-                audit.append(fleet.conn, timestamp=clocks.iso_utc(fleet.clock.now()), event_type=event,
-                             pid=a.get("pid"), workstream=None, detail={"reason": a["type"], **dict(a)})
+                event = {"memory_pressure": "MEMORY_PRESSURE", "gpu_budget_overcommitted": "GPU_OVERCOMMIT"}.get(
+                    str(a["type"]), "GPU_MEMORY_PRESSURE")
+                fleet.event(conn, event, a.get("pid"), None, {"reason": a["type"], **dict(a)})
     return [str(a["key"]) for a in fresh]
 
 
@@ -240,10 +236,9 @@ def monitor_after_cycle(disc: Discovery, snap: Snapshot, memory: core.MemoryCoun
     else:
         prev_mem, at = previous_memory(stored)
         interval = None if at is None else now - at
-    thresholds = fleet.settings.raw["pressure_thresholds"]
+    thresholds = fleet.settings.pressure_thresholds
     memory_doc = core.memory_view(memory, prev_mem, interval, thresholds)
-    with snapshot(fleet.conn):
-        records = registry.list_records(fleet.conn)
+    records = fleet.records()
     monitor = monitor_view(disc, Sample.of(snap, memory, now), prev_mem, interval, memory_doc, records)
     monitor["memory"] = memory_doc
     log_new_alerts(fleet, monitor, stored)

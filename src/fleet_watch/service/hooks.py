@@ -14,6 +14,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fleet_watch.core.hookio import HookEvent
@@ -21,7 +22,6 @@ from fleet_watch.core.launches import Launch, parse_launches
 from fleet_watch.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
-    from fleet_watch.config import Settings
     from fleet_watch.service.fleet import Fleet
     from fleet_watch.service.preflight import GuardResult
 
@@ -29,10 +29,23 @@ OnError = Literal["deny", "warn"]
 FleetOpener = Callable[[], "Fleet"]
 
 
-def on_error_policy(settings: Settings) -> OnError:
-    """``hooks.on_error`` in config.json: ``"deny"`` (default: a hook that cannot decide blocks the call) or
-    ``"warn"`` (it lets the call through and says why)."""
-    section = settings.get("hooks")
+def on_error_policy(home: Path) -> OnError:
+    """``hooks.on_error`` in ``<home>/config.json``: ``"deny"`` (the default: a hook that cannot decide blocks the
+    call) or ``"warn"`` (it lets the call through and says why). Read from the file itself, so that it is known
+    even when the rest of the configuration or the registry is what failed."""
+    from fleet_watch import jsonio
+    from fleet_watch.config import CONFIG_NAME
+
+    path = home / CONFIG_NAME
+    try:
+        document = jsonio.loads(path.read_bytes())
+    except FileNotFoundError:
+        return "deny"
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from err
+    except jsonio.BadJson as err:
+        raise ConfigError(f"{path}: {err}") from err
+    section = document.get("hooks") if isinstance(document, dict) else None
     if section is None:
         return "deny"
     if not isinstance(section, dict):
@@ -92,12 +105,12 @@ def _decide_shell(command: str, open_fleet: FleetOpener, session_id: str | None)
 
 
 def _judge_launch(fleet: Fleet, launch: Launch, session_id: str | None) -> Verdict:
-    from fleet_watch.service.preflight import GuardRequest
+    from fleet_watch.service.preflight import GuardRequest, evaluate
 
     device = launch.gpu_device if str(launch.gpu_device) in fleet.settings.gpu_devices else None
     notes: tuple[str, ...] = ()
     try:
-        result = fleet.evaluate(GuardRequest(
+        result = evaluate(fleet, GuardRequest(
             port=launch.port, framework=launch.framework if launch.model else None, model=launch.model,
             ctx=launch.ctx, kv_dtype=launch.kv_dtype, gpu_device=device if launch.model else None,
             session_id=session_id))
@@ -109,7 +122,7 @@ def _judge_launch(fleet: Fleet, launch: Launch, session_id: str | None) -> Verdi
         notes = (f"Fleet Watch did not check the memory of `{_short(launch.text)}`: {err.message}",)
         if launch.port is None:
             return Verdict(True, notes=notes)
-        result = fleet.evaluate(GuardRequest(port=launch.port, session_id=session_id))
+        result = evaluate(fleet, GuardRequest(port=launch.port, session_id=session_id))
     if result.allowed:
         return Verdict(True, notes=notes)
     return Verdict(False, _shell_denial(fleet, launch, result), notes)
@@ -156,16 +169,19 @@ def _shell_denial(fleet: Fleet, launch: Launch, result: GuardResult) -> str:
 
 def _gpu_holders(fleet: Fleet, limit: int = 3) -> str:
     """The largest live GPU claims, for the denial message."""
-    rows = sorted(((r.gpu_mb, r) for r in fleet.records() if r.gpu_mb > 0), key=lambda t: -t[0])
-    live = [r for _, r in rows if fleet.death_reason(r.pid, r.start_time) is None][:limit]
-    return ", ".join(f"PID {r.pid} ({r.name}, {r.gpu_mb}MB, session {r.session_id})" for r in live)
+    by_holder: dict[int, tuple[Any, int]] = {}
+    for claim in fleet.ledger().gpu_claims():
+        holder, mb = by_holder.get(claim.holder.record_id, (claim.holder, 0))
+        by_holder[claim.holder.record_id] = (holder, mb + claim.amount_mb)
+    largest = sorted(by_holder.values(), key=lambda hm: -hm[1])[:limit]
+    return ", ".join(f"PID {h.pid} ({h.name}, {mb}MB, session {h.session_id})" for h, mb in largest)
 
 
 # -- file writes ------------------------------------------------------------------------------------------------
 
 def _decide_edit(paths: tuple[str, ...], open_fleet: FleetOpener, session_id: str | None) -> Verdict:
     from fleet_watch.probes.workspace import enclosing_repo
-    from fleet_watch.service.preflight import GuardRequest
+    from fleet_watch.service.preflight import GuardRequest, evaluate
 
     repos: dict[str, str] = {}
     for path in paths:
@@ -173,7 +189,7 @@ def _decide_edit(paths: tuple[str, ...], open_fleet: FleetOpener, session_id: st
     fleet = open_fleet()
     try:
         for repo, path in repos.items():
-            result = fleet.evaluate(GuardRequest(repo=repo, session_id=session_id))
+            result = evaluate(fleet, GuardRequest(repo=repo, session_id=session_id))
             check = result.checks["repo"]
             if not check["allowed"]:
                 return Verdict(False, _edit_denial(path, result.request["repo_dir"], check, session_id))

@@ -14,7 +14,7 @@ from typing import Any
 from fleet_watch import jsonio
 from fleet_watch.config import Settings, write_json_atomic
 from fleet_watch.core import health as core
-from fleet_watch.errors import DatabaseError
+from fleet_watch.errors import StateFileError
 from fleet_watch.probes.memory import MemoryProbe
 
 MONITOR_FILE = "gpu_memory_monitor.json"
@@ -53,7 +53,7 @@ def write_state_file(path: Path, document: Mapping[str, Any]) -> None:
     try:
         write_json_atomic(path, dict(document))
     except OSError as err:
-        raise DatabaseError(f"cannot write {path}: {err.strerror}") from err
+        raise StateFileError(f"cannot write {path}: {err.strerror}") from err
 
 
 def save_cycle(home: Path, monitor: Mapping[str, Any], *, sessions: Sequence[Mapping[str, Any]],
@@ -99,4 +99,4 @@ def current_memory(settings: Settings, stored: Mapping[str, Any] | None, now: fl
     counters = (probe or MemoryProbe()).read()
     prev, at = previous_memory(stored)
     interval = None if at is None or now <= at else now - at
-    return core.memory_view(counters, prev if interval else None, interval, settings.raw["pressure_thresholds"])
+    return core.memory_view(counters, prev if interval else None, interval, settings.pressure_thresholds)

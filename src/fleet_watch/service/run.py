@@ -128,9 +128,9 @@ def _server_hints(argv: list[str]) -> tuple[str | None, str | None, int | None, 
 
 
 def _pick_port(fleet: Fleet, req: RunRequest) -> int:
-    from fleet_watch.service.preflight import GuardRequest
+    from fleet_watch.service.preflight import GuardRequest, evaluate
 
-    free = fleet.evaluate(GuardRequest(session_id=req.session_id)).state["safe_ports"]
+    free = evaluate(fleet, GuardRequest(session_id=req.session_id)).state["safe_ports"]
     if not free:
         raise Unavailable("--port auto: no free port found among the preferred ports and the scan after them")
     return int(free[0])
@@ -138,11 +138,11 @@ def _pick_port(fleet: Fleet, req: RunRequest) -> int:
 
 def _decide(fleet: Fleet, req: RunRequest, port: int | None) -> tuple[GuardResult, int]:
     """The guard's verdict, and the GPU MB to claim: --gpu, else the model's working set when one is named."""
-    from fleet_watch.service.preflight import GuardRequest
+    from fleet_watch.service.preflight import GuardRequest, evaluate
 
     framework, cmd_model, ctx, kv = _server_hints(req.argv)
     model = req.model or cmd_model
-    result = fleet.evaluate(GuardRequest(port=port, repo=req.repo, gpu_mb=req.gpu_mb, gpu_device=req.gpu_device,
+    result = evaluate(fleet, GuardRequest(port=port, repo=req.repo, gpu_mb=req.gpu_mb, gpu_device=req.gpu_device,
                                          framework=framework if model else None, model=model,
                                          ctx=ctx if model else None, kv_dtype=kv if model else None,
                                          session_id=req.session_id))
@@ -216,9 +216,11 @@ def _register(fleet: Fleet, req: RunRequest, child: subprocess.Popen[bytes], por
               argv: list[str]) -> bool:
     """Register the child; False when it was gone before it could be (its exit status still counts)."""
     try:
-        fleet.register(pid=child.pid, name=req.name, workstream=req.workstream, port=port, gpu_mb=gpu_mb,
-                       repo=req.repo, priority=req.priority, session_id=req.session_id, model=req.model,
-                       start_cmd=shlex.join(argv), source="run", gpu_device=req.gpu_device)
+        fleet.register(pid=child.pid, name=req.name, workstream=req.workstream,
+                       ports=(port,) if port is not None else (), gpu_mb=gpu_mb,
+                       repos=(req.repo,) if req.repo is not None else (), priority=req.priority,
+                       session_id=req.session_id, model=req.model, start_cmd=shlex.join(argv), source="run",
+                       gpu_device=req.gpu_device)
         return True
     except NotFound:
         return False

@@ -7,48 +7,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from fleet_watch.clock import iso_utc
-from fleet_watch.models import ProcessRecord
 from fleet_watch.reports.state import build_state
 from fleet_watch.service import last_cycle
 from fleet_watch.service.fleet import Fleet
+from fleet_watch.service.ledger import DeathProbe, Ledger, kernel_death
 from fleet_watch.store import audit, registry
-from fleet_watch.store.connection import snapshot
 
 STATE_FILE = "state.json"
 
 
-def write_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | None] | None = None,
-                cycle: Mapping[str, Any] | None = None) -> None:
+def write_state(fleet: Fleet, *, probe: DeathProbe | None = None, cycle: Mapping[str, Any] | None = None) -> None:
     """``state.json``, the fallback artifact for agents without the CLI: rewritten (atomically) every cycle.
     A discovery cycle passes what it already knows (its process table, its snapshot) instead of reading it again.
     """
-    last_cycle.write_state_file(fleet.settings.home / STATE_FILE, gather_state(fleet, is_alive=is_alive, cycle=cycle))
+    last_cycle.write_state_file(fleet.settings.home / STATE_FILE, gather_state(fleet, probe=probe, cycle=cycle))
 
 
-def gather_state(fleet: Fleet, *, is_alive: Callable[[ProcessRecord], bool | None] | None = None,
+def gather_state(fleet: Fleet, *, probe: DeathProbe | None = None,
                  cycle: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every count and claim in the document is over live holders (the ledger's rule); dead rows are listed with
+    ``alive: false`` until ``clean`` or the next cycle removes them."""
     now = fleet.clock.now()
-    with snapshot(fleet.conn):
-        records = registry.list_records(fleet.conn)
-        budget = fleet._budget(None)
-        recent = audit.query(fleet.conn, since=iso_utc(now - 3600), limit=20)
-        conflicts = audit.count(fleet.conn, event_type="CONFLICT", since=iso_utc(now - 86400))
-    alive: dict[int, bool | None] = {
-        r.record_id: fleet.death_reason(r.pid, r.start_time) is None if is_alive is None else is_alive(r)
-        for r in records}
-    occupied = {p for r in records for p in r.ports}
+    with fleet.reading() as conn:
+        records = registry.list_records(conn)
+        ledger = Ledger.read(conn, probe or kernel_death)
+        recent = audit.query(conn, since=iso_utc(now - 3600), limit=20)
+        conflicts = audit.count(conn, event_type="CONFLICT", since=iso_utc(now - 86400))
+    pool, _ = fleet.budgets(ledger, None)
+    alive = {h.record_id: ledger.death(h) is None for h in ledger.holders}
+    occupied = ledger.occupied_ports()
     if cycle is None:
         cycle = last_cycle.load_monitor(fleet.settings.home)
         memory = last_cycle.current_memory(fleet.settings, cycle, now)
     else:
         memory = cycle.get("memory") or last_cycle.current_memory(fleet.settings, None, now)
     return build_state(
-        now=now, records=records, alive=alive, budget=budget, preferred_ports=fleet.settings.preferred_ports,
-        safe_ports=fleet.free_ports(None, occupied), recent_events=recent, conflicts_24h=conflicts,
+        now=now, records=records, alive=alive, budget=pool,
+        preferred_ports=fleet.settings.preferred_ports,
+        safe_ports=fleet.free_ports(None, set(occupied)), recent_events=recent, conflicts_24h=conflicts,
         system_memory=memory,
         sessions=last_cycle.listed(cycle, "sessions"), idle=last_cycle.listed(cycle, "idle"),
         gpu_memory_monitor=last_cycle.monitor_of(cycle),

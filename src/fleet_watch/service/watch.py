@@ -99,7 +99,7 @@ class Watcher:
             tick.sessions = sessions_view(disc, snap, cpu)
             saved = save_cycle(self.fleet.settings.home, tick.monitor, sessions=tick.sessions, idle=tick.idle)
             index = snap.index
-            write_state(self.fleet, is_alive=lambda rec: death_in_scan(rec, index) is None, cycle=saved)
+            write_state(self.fleet, probe=lambda h: death_in_scan(h.pid, h.start_time, index), cycle=saved)
             self.previous = current
         except FleetError as err:
             if raise_errors:

@@ -7,7 +7,9 @@ A read-only command on an up-to-date database takes no write lock: the schema ch
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,16 +17,41 @@ from pathlib import Path
 from fleet_watch.errors import DatabaseError
 from fleet_watch.store.migrations import MIGRATIONS, apply_migrations
 
-BUSY_TIMEOUT_MS = 5000
+# How long a writer waits for the write lock. Claim-changing transactions are short (milliseconds), but 40 agents
+# registering at once on a loaded 2-core machine queue for seconds: 5 s was seen to fail a racer with "locked"
+# (exit 5) there. Readers never wait in WAL mode, so only writers can ever take this long.
+BUSY_TIMEOUT_MS = 30000
+
+
+def _writable(path: Path) -> bool:
+    """Whether this user may write the database (and its WAL files beside it)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """Connect read-write where this user may write; else read-only, so that guard, status and history still
+    answer from a registry that another user owns (WAL needs its -shm file writable: ``immutable`` is the fallback
+    when even that is denied; such a reader cannot see a write in flight, and it cannot write)."""
+    timeout = BUSY_TIMEOUT_MS / 1000
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    if _writable(path):
+        return sqlite3.connect(str(path), timeout=timeout, isolation_level=None), True
+    uri = path.absolute().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
+        conn.execute("PRAGMA user_version").fetchone()
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn, False
+    except sqlite3.Error:
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=timeout, isolation_level=None), False
 
 
 def open_db(path: Path) -> sqlite3.Connection:
     """Open (creating if needed, mode 0600) and migrate the registry database."""
     try:
-        if not path.exists():
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn, writable = _connect(path)
     except OSError as err:
         raise DatabaseError(f"cannot open {path}: {err.strerror}") from err
     except sqlite3.Error as err:
@@ -33,11 +60,11 @@ def open_db(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys=ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < len(MIGRATIONS) and not writable:
+            raise DatabaseError(f"{path} needs a schema upgrade ({version} -> {len(MIGRATIONS)}) that this user "
+                                "cannot write: run any fleet command as its owner first")
         if version < len(MIGRATIONS):
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            with immediate(conn):
-                apply_migrations(conn)
+            _initialise(conn)
         elif version > len(MIGRATIONS):
             raise DatabaseError(
                 f"{path} has schema version {version}, newer than this fleet-watch knows ({len(MIGRATIONS)}): upgrade"
@@ -51,9 +78,37 @@ def open_db(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _is_busy(err: BaseException) -> bool:
+    cause = err.__cause__ if isinstance(err, DatabaseError) else err
+    return isinstance(cause, sqlite3.OperationalError) and ("locked" in str(cause) or "busy" in str(cause))
+
+
+def _initialise(conn: sqlite3.Connection) -> None:
+    """WAL mode and the migrations, for a database that lacks them: on a fresh machine, 40 agents may all arrive
+    here at once. Switching to WAL needs the database to itself and SQLite answers "locked" at once, without its
+    busy handler, while others hold it open; so retry, with jitter, within the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            with immediate(conn):
+                apply_migrations(conn)  # idempotent: a racer that finds the work done does nothing
+            return
+        except (sqlite3.OperationalError, DatabaseError) as err:
+            if not _is_busy(err) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.25)
+
+
 def translate(err: sqlite3.Error, path: Path | None = None) -> DatabaseError:
     where = f"{path}: " if path is not None else "registry database: "
     text = str(err)
+    if "readonly" in text or "read-only" in text:
+        return DatabaseError(f"{where}the registry is read-only for this user: only read commands (guard, check, "
+                             "status, history) work")
     if "locked" in text or "busy" in text:
         return DatabaseError(f"{where}database is locked by another writer (waited {BUSY_TIMEOUT_MS} ms)")
     if "not a database" in text or "malformed" in text or "corrupt" in text:
@@ -63,13 +118,27 @@ def translate(err: sqlite3.Error, path: Path | None = None) -> DatabaseError:
 
 @contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction that holds the write lock from its first statement to COMMIT."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as err:
-        raise translate(err) from err
+    """One write transaction that holds the write lock from its first statement to COMMIT.
+
+    SQLite's busy handler waits for the lock, but some "locked" answers bypass it (a connection that meets the
+    switch to WAL, or WAL recovery in progress): those are retried here, with jitter, within the same timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.Error as err:
+            if not _is_busy(err) or time.monotonic() + delay > deadline:
+                raise translate(err) from err
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.25)
     try:
         yield conn
+    except sqlite3.Error as err:  # a write refused inside (read-only file, full disk, corruption): one line
+        conn.execute("ROLLBACK")
+        raise translate(err) from err
     except BaseException:
         conn.execute("ROLLBACK")
         raise

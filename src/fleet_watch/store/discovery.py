@@ -15,7 +15,8 @@ from fleet_watch.store import registry
 
 def insert_discovered(
     conn: sqlite3.Connection, *, pid: int, start_time: float, uid: int | None, name: str, workstream: str,
-    priority: int, model: str | None, start_cmd: str, ports: Iterable[int], gpu: Mapping[str, int], at: str,
+    priority: int, model: str | None, start_cmd: str, ports: Iterable[int], gpu: Mapping[str, int], basis: str,
+    at: str,
 ) -> int:
     record_id = registry.insert_process(
         conn, pid=pid, start_time=start_time, uid=uid, name=name, workstream=workstream, session_id=f"cli-{pid}",
@@ -24,7 +25,7 @@ def insert_discovered(
     )
     for port in ports:
         registry.add_claim(conn, record_id, "port", str(port), 0, at)
-    set_gpu(conn, record_id, gpu, at)
+    set_gpu(conn, record_id, gpu, basis, at)
     return record_id
 
 
@@ -42,12 +43,12 @@ def remove_ports(conn: sqlite3.Connection, record_id: int, ports: Iterable[int])
     )
 
 
-def set_gpu(conn: sqlite3.Connection, record_id: int, gpu: Mapping[str, int], at: str) -> None:
-    """Replace the row's GPU claims with ``{device: MB}`` (zero amounts are not stored)."""
+def set_gpu(conn: sqlite3.Connection, record_id: int, gpu: Mapping[str, int], basis: str, at: str) -> None:
+    """Replace the row's GPU claims with ``{device: MB}`` (zero amounts are not stored), of the given basis."""
     conn.execute("DELETE FROM claims WHERE kind = 'gpu' AND process_id = ?", (record_id,))
     conn.executemany(
-        "INSERT INTO claims (kind, key, amount_mb, process_id, created_at) VALUES ('gpu', ?, ?, ?, ?)",
-        [(device, mb, record_id, at) for device, mb in sorted(gpu.items()) if mb > 0],
+        "INSERT INTO claims (kind, key, amount_mb, process_id, created_at, basis) VALUES ('gpu', ?, ?, ?, ?, ?)",
+        [(device, mb, record_id, at, basis) for device, mb in sorted(gpu.items()) if mb > 0],
     )
 
 

@@ -68,6 +68,13 @@ def m001_registry_claims_events(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+@migration
+def m002_claim_basis(conn: sqlite3.Connection) -> None:
+    """How a GPU figure was obtained: only declared, measured or reserved claims count against the budget."""
+    conn.execute("ALTER TABLE claims ADD COLUMN basis TEXT NOT NULL DEFAULT 'declared' "
+                 "CHECK (basis IN ('declared', 'measured', 'reserved', 'estimate'))")
+
+
 def apply_migrations(conn: sqlite3.Connection) -> None:
     """Run the migrations this database lacks. The caller holds a ``BEGIN IMMEDIATE`` transaction."""
     conn.execute("CREATE TABLE IF NOT EXISTS _fleet_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")

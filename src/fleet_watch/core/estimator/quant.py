@@ -29,11 +29,6 @@ def ggml_bytes(type_name: str, n_elements: int) -> int:
     return -(-n_elements // block) * size
 
 
-def bits_per_weight(type_name: str) -> float:
-    block, size = GGML_BLOCKS[type_name]
-    return 8.0 * size / block
-
-
 # KV cache element types accepted by llama.cpp's -ctk/-ctv (common/arg.cpp): bytes per element.
 KV_TYPES: dict[str, float] = {
     "f32": 4.0, "f16": 2.0, "bf16": 2.0,

@@ -1,0 +1,89 @@
+"""Validation of values that come from outside (flags, JSON, hook payloads): one rule per kind of value.
+
+Each function returns the value it accepts or raises ``UsageError`` with a one-line message that quotes the
+input truncated, so that a 100,000-character argument is never echoed whole.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+
+from fleet_watch.errors import UsageError
+
+MAX_TEXT = 200  # names, workstreams, session ids, reasons
+MAX_PATH = 4096  # PATH_MAX on Linux; longer paths cannot name a directory anyway
+
+
+def quote(value: object, limit: int = 60) -> str:
+    """``repr`` of an outside value, cut to ``limit`` characters with the full length said."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 3]}... ({len(str(value))} characters)"
+
+
+def text(label: str, value: str, *, max_len: int = MAX_TEXT, allow_empty: bool = False) -> str:
+    """A one-line label: no control characters (newlines would forge lines in tables and logs), bounded length."""
+    if not allow_empty and not value.strip():
+        raise UsageError(f"{label} must not be empty")
+    if len(value) > max_len:
+        raise UsageError(f"{label} is {len(value)} characters long; at most {max_len}")
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            raise UsageError(f"{label} must not contain control characters ({quote(value)})")
+    return value
+
+
+def port(value: int | None, label: str = "port") -> int | None:
+    if value is not None and not 1 <= value <= 65535:
+        raise UsageError(f"{label} must be between 1 and 65535, got {quote(value)}")
+    return value
+
+
+def pid(value: int, label: str = "--pid") -> int:
+    if not 1 <= value <= 2**31 - 1:
+        raise UsageError(f"{label} must be a positive process id, got {quote(value)}")
+    return value
+
+
+def non_negative(value: int | None, label: str, *, maximum: int = 2**53) -> int | None:
+    if value is not None and not 0 <= value <= maximum:
+        raise UsageError(f"{label} must be between 0 and {maximum}, got {quote(value)}")
+    return value
+
+
+def finite(value: float | None, label: str, *, low: float = 0.0, high: float = 1e9) -> float | None:
+    """A float flag: NaN and infinities are refused, not compared (NaN would pass every range test)."""
+    if value is not None and (not math.isfinite(value) or not low <= value <= high):
+        raise UsageError(f"{label} must be a finite number from {low:g} to {high:g}, got {quote(value)}")
+    return value
+
+
+def priority(value: int) -> int:
+    if not 1 <= value <= 5:
+        raise UsageError(f"priority must be 1-5, got {quote(value)}")
+    return value
+
+
+def display_width(value: str) -> int:
+    """Terminal columns: East Asian wide and full-width characters take two, combining marks none."""
+    width = 0
+    for ch in value:
+        if unicodedata.combining(ch):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def fit(value: str, columns: int) -> str:
+    """``value`` cut and padded to exactly ``columns`` terminal columns (wide characters count twice)."""
+    out: list[str] = []
+    used = 0
+    for ch in value:
+        w = 0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        if used + w > columns:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + " " * (columns - used)

@@ -1,0 +1,93 @@
+"""The ledger: one consistent read of every claim, with each holder's liveness decided once and only on demand.
+
+This is the one place where "does a dead holder still hold this?" is answered (no: a holder that the liveness rule
+calls gone holds nothing, in every view). ``guard``, ``check``, ``register``, ``status`` and the estimator all read
+claims through a ``Ledger``; the decisions over it live in ``core.guard``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from fleet_watch.core import paths
+from fleet_watch.models import Claim, GpuBudget, Holder
+from fleet_watch.probes.processes import death_reason
+from fleet_watch.store import registry
+
+DeathProbe = Callable[[Holder], str | None]
+
+
+def kernel_death(holder: Holder) -> str | None:
+    return death_reason(holder.pid, holder.start_time)
+
+
+@dataclass(slots=True)
+class Ledger:
+    claims: list[Claim]
+    holders: list[Holder]
+    probe: DeathProbe = kernel_death
+    _deaths: dict[int, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, conn: sqlite3.Connection, probe: DeathProbe = kernel_death) -> Ledger:
+        """The caller holds a read snapshot (or the write lock): both queries see one state."""
+        return cls(registry.all_claims(conn), registry.all_holders(conn), probe)
+
+    # -- liveness -----------------------------------------------------------------------------------------
+    def death(self, holder: Holder) -> str | None:
+        """Why ``holder`` holds nothing any more (``core.liveness``), or None while it lives. Asked once each."""
+        key = holder.record_id
+        if key not in self._deaths:
+            self._deaths[key] = self.probe(holder)
+        return self._deaths[key]
+
+    def live(self, claims: Iterable[Claim]) -> list[Claim]:
+        return [c for c in claims if self.death(c.holder) is None]
+
+    def dead_seen(self) -> list[tuple[Holder, str]]:
+        """The holders found dead so far (only those some question needed): what a writer may clean."""
+        by_id = {h.record_id: h for h in self.holders}
+        return [(by_id[rid], why) for rid, why in self._deaths.items() if why is not None and rid in by_id]
+
+    def live_holders(self) -> list[Holder]:
+        return [h for h in self.holders if self.death(h) is None]
+
+    # -- questions ----------------------------------------------------------------------------------------
+    def port_claim(self, port: int) -> Claim | None:
+        """The live claim on ``port``, if any (the database allows one row per port)."""
+        key = str(port)
+        return next((c for c in self.live(c for c in self.claims if c.kind == "port" and c.key == key)), None)
+
+    def repo_locks(self, repo_dir: str) -> list[Claim]:
+        """Live locks on ``repo_dir``, on a parent of it, or on anything inside it (path components, not prefixes)."""
+        return self.live(c for c in self.claims
+                         if c.kind == "repo" and (paths.covers(c.key, repo_dir) or paths.covers(repo_dir, c.key)))
+
+    def gpu_claims(self, device: str | None = None) -> list[Claim]:
+        """Live GPU claims on one device key, or on every device and the pool when ``device`` is None."""
+        return self.live(c for c in self.claims
+                         if c.kind == "gpu" and c.amount_mb > 0 and (device is None or c.key == device))
+
+    def budget(self, total_mb: int, reserve_mb: int, device: str | None = None, *,
+               exclude: int | None = None) -> GpuBudget:
+        """The budget counts live *firm* claims only (an estimate is shown, never enforced); ``exclude`` leaves out
+        one holder's own claims (a process whose GPU claim is being replaced)."""
+        firm = [c for c in self.gpu_claims(device) if c.is_firm and c.holder.record_id != exclude]
+        return GpuBudget(total_mb=total_mb, reserve_mb=reserve_mb, allocated_mb=sum(c.amount_mb for c in firm),
+                         claims=tuple(firm))
+
+    def estimated_mb(self, device: str | None = None) -> int:
+        return sum(c.amount_mb for c in self.gpu_claims(device) if not c.is_firm)
+
+    def occupied_ports(self) -> dict[int, int]:
+        """{port: pid} over live port claims."""
+        return {int(c.key): c.holder.pid for c in self.live(c for c in self.claims if c.kind == "port")}
+
+    def locked_repos(self) -> dict[str, int]:
+        return {c.key: c.holder.pid for c in self.live(c for c in self.claims if c.kind == "repo")}
+
+    def claims_of(self, holder: Holder) -> list[Claim]:
+        return [c for c in self.claims if c.holder.record_id == holder.record_id]
+
