@@ -352,6 +352,9 @@ def settings_from_document(home: Path, doc: Mapping[str, Any]) -> Settings:
     idle = doc.get("idle_patterns", [])
     if not isinstance(idle, list):
         raise ConfigError("config key 'idle_patterns' must be a list of regular expressions")
+    hooks = doc.get("hooks", {})  # read by service/hooks.py on_error_policy (fleet hook); checked here like every key
+    if not isinstance(hooks, dict) or hooks.get("on_error", "deny") not in ("deny", "warn"):
+        raise ConfigError("config key 'hooks.on_error' must be \"deny\" or \"warn\" (in an object 'hooks')")
     return Settings(
         home=home,
         gpu_total_mb=total,

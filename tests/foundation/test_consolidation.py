@@ -146,7 +146,7 @@ _WRONG_TYPES = {
     "gpu_total_mb": "lots", "gpu_reserve_mb": "x", "preferred_ports": {"a": 1}, "physical_ram_mb": "8G",
     "patterns": "llama", "session_patterns": 3, "idle_patterns": "uvicorn", "idle_cpu_threshold": "low",
     "pressure_thresholds": [70, 85], "gpu_estimator": "candle", "gpu_devices": [1, 2],
-    "gpu_pageout_thrash_threshold": "high",
+    "gpu_pageout_thrash_threshold": "high", "hooks": "warn",
 }
 
 
