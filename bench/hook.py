@@ -94,8 +94,8 @@ def main() -> int:
     try:
         fleet = Fleet.open(home)
         for i, proc in enumerate(sleepers):
-            fleet.register(pid=proc.pid, name=f"worker-{i}", workstream=f"ws-{i % 7}", port=20000 + i, gpu_mb=64,
-                           repo=str(home / "work" / f"repo-{i}"), session_id=f"s-{i}")
+            fleet.register(pid=proc.pid, name=f"worker-{i}", workstream=f"ws-{i % 7}", ports=(20000 + i,),
+                           gpu_mb=64, repos=(str(home / "work" / f"repo-{i}"),), session_id=f"s-{i}")
         fleet.close()
         free = _free_port()
         cases = [
