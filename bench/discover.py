@@ -91,7 +91,7 @@ def run(n: int) -> dict[str, object]:
             fleet = Fleet.open(home)
             disc = Discovery(fleet)
             first = measure(disc.cycle)
-            registered = fleet.conn.execute("SELECT COUNT(*) FROM processes").fetchone()[0]
+            registered = len(fleet.records())
             steady = [measure(disc.cycle) for _ in range(5)]
             cli_discover = cli(home, "discover", "--json")
             cli_health = cli(home, "health", "--json", "--sample-seconds", "1")

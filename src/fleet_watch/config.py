@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from fleet_watch import jsonio
+from fleet_watch.atomic import write_text_atomic
 from fleet_watch.errors import ConfigError
 
 HOME_ENV = "FLEET_WATCH_HOME"
@@ -138,6 +139,12 @@ class Settings:
     pressure_thresholds: PressureThresholds = PressureThresholds()
     framework_overhead: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FRAMEWORK_OVERHEAD))
     gpu_pageout_thrash_threshold: float = DEFAULT_THRASH_PAGEOUTS_PER_S
+    changelog_max_bytes: int = 1 << 20  # one generation of state_changelog.jsonl; two are kept
+    server_api_keys: Mapping[int, str] = field(default_factory=dict)  # port -> key; never printed or logged
+    server_api_timeout_s: float = 0.8  # one round of questions to the model servers
+    thunder_tnr_timeout_s: float = 10.0
+    thunder_claim_ttl_s: int = 600  # an external claim lives this long past its claim or last heartbeat
+    hooks_on_error: str = "deny"  # hooks.on_error: what `fleet hook` does when it cannot decide ("deny" or "warn")
     warnings: tuple[str, ...] = ()  # unknown keys, each with the nearest known one
 
     @property
@@ -182,21 +189,8 @@ def ensure_home(home: Path) -> None:
 
 
 def write_json_atomic(path: Path, document: object) -> None:
-    """Write ``document`` to ``path`` through a temp file and ``os.replace``: readers never see half a file."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())  # the bytes are on disk before the rename makes them the file
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``document`` as indented JSON through ``atomic.write_text_atomic``: readers never see half a file."""
+    write_text_atomic(path, json.dumps(document, indent=2) + "\n")
 
 
 def default_document(gpu_total_mb: int) -> dict[str, Any]:
@@ -309,7 +303,8 @@ def _regex(value: object, key: str) -> str:
 KNOWN_KEYS = frozenset({
     "gpu_total_mb", "gpu_reserve_mb", "preferred_ports", "physical_ram_mb", "patterns", "session_patterns",
     "idle_patterns", "idle_cpu_threshold", "pressure_thresholds", "gpu_estimator", "gpu_devices",
-    "gpu_pageout_thrash_threshold",
+    "gpu_pageout_thrash_threshold", "changelog_max_bytes", "server_api_keys", "server_api_timeout_s",
+    "thunder_tnr_timeout_s", "thunder_claim_ttl_s",
     "hooks",  # {"on_error": "deny"|"warn"}: read by service/hooks.py on_error_policy (fleet hook)
 })
 _PATTERN_KEYS = frozenset({"name_template", "process_match", "workstream", "priority", "gpu_mb_default",
@@ -352,7 +347,7 @@ def settings_from_document(home: Path, doc: Mapping[str, Any]) -> Settings:
     idle = doc.get("idle_patterns", [])
     if not isinstance(idle, list):
         raise ConfigError("config key 'idle_patterns' must be a list of regular expressions")
-    hooks = doc.get("hooks", {})  # read by service/hooks.py on_error_policy (fleet hook); checked here like every key
+    hooks = doc.get("hooks", {})
     if not isinstance(hooks, dict) or hooks.get("on_error", "deny") not in ("deny", "warn"):
         raise ConfigError("config key 'hooks.on_error' must be \"deny\" or \"warn\" (in an object 'hooks')")
     return Settings(
@@ -371,8 +366,31 @@ def settings_from_document(home: Path, doc: Mapping[str, Any]) -> Settings:
         framework_overhead=multipliers,
         gpu_pageout_thrash_threshold=_number(doc.get("gpu_pageout_thrash_threshold", DEFAULT_THRASH_PAGEOUTS_PER_S),
                                              "gpu_pageout_thrash_threshold", 1, 10_000_000, unit=" (pages per second)"),
+        changelog_max_bytes=_int_range(doc.get("changelog_max_bytes", 1 << 20), "changelog_max_bytes", 4096, 1 << 30),
+        server_api_keys=_api_keys(doc.get("server_api_keys", {})),
+        server_api_timeout_s=_number(doc.get("server_api_timeout_s", 0.8), "server_api_timeout_s", 0.05, 10,
+                                     unit=" seconds"),
+        thunder_tnr_timeout_s=_number(doc.get("thunder_tnr_timeout_s", 10.0), "thunder_tnr_timeout_s", 0.1, 300,
+                                      unit=" seconds"),
+        thunder_claim_ttl_s=_int_range(doc.get("thunder_claim_ttl_s", 600), "thunder_claim_ttl_s", 10, 86400),
+        hooks_on_error=str(hooks.get("on_error", "deny")),
         warnings=_unknown_keys(doc),
     )
+
+
+def _api_keys(value: object) -> dict[int, str]:
+    """``server_api_keys``: port -> key. Error messages name the key's port, never the key."""
+    if not isinstance(value, dict):
+        raise ConfigError("config key 'server_api_keys' must be an object mapping a port to its API key")
+    out: dict[int, str] = {}
+    for port, key in value.items():
+        where = f"server_api_keys.{str(port)[:20]}"
+        if not (isinstance(port, str) and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"config key {where!r}: the name must be a port number from 1 to 65535")
+        if not isinstance(key, str) or not key.strip() or len(key) > 4096 or not key.isprintable():
+            raise ConfigError(f"config key {where!r} must be a non-empty printable string (the server's API key)")
+        out[int(port)] = key
+    return out
 
 
 def _patterns(value: object) -> tuple[WorkloadPattern, ...]:
@@ -415,6 +433,12 @@ def _session_patterns(value: object) -> tuple[SessionPatternSetting, ...]:
         out.append(SessionPatternSetting(name=pat["name"], kind=pat["kind"],
                                          process_match=_regex(pat.get("process_match"), f"{where}.process_match")))
     return tuple(out)
+
+
+def _int_range(value: object, key: str, low: int, high: int) -> int:
+    if not _is_int(value) or not low <= value <= high:
+        raise ConfigError(f"config key {key!r} must be an integer from {low} to {high}, got {_show(value)}")
+    return value
 
 
 def _number(value: object, key: str, low: float, high: float, unit: str = "") -> float:

@@ -90,3 +90,16 @@ class Conflict(FleetError):
         super().__init__(message, extra={"resource": resource, "holder": holder})
         self.resource = resource
         self.holder = holder
+
+
+class CannotUnload(FleetError):
+    """A model server that cannot (or would not) give a model back over its API. Exit 1, with the reason."""
+
+    exit_code = ExitCode.DENIED
+    kind = "cannot_unload"
+
+
+class ToolFailed(Unavailable):
+    """An outside tool ran but failed or printed something unreadable: nothing was changed (exit 7)."""
+
+    kind = "tool_failed"

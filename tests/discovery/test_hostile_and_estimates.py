@@ -85,6 +85,7 @@ def test_reservations_are_firm_and_an_overcommit_is_said_out_loud(fleet: Any, fl
     assert alerts[0]["over_mb"] == 5000
     denied = fleet("guard", "--gpu", "1", "--json").json()
     assert denied["allowed"] is False
+    assert "error" not in denied, denied
     assert "PID" in denied["checks"]["gpu"]["reason"]
     assert "8000MB" in denied["checks"]["gpu"]["reason"]
     assert fleet("discover").returncode == 0  # the next cycle does not log the same overcommit again

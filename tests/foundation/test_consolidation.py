@@ -146,7 +146,8 @@ _WRONG_TYPES = {
     "gpu_total_mb": "lots", "gpu_reserve_mb": "x", "preferred_ports": {"a": 1}, "physical_ram_mb": "8G",
     "patterns": "llama", "session_patterns": 3, "idle_patterns": "uvicorn", "idle_cpu_threshold": "low",
     "pressure_thresholds": [70, 85], "gpu_estimator": "candle", "gpu_devices": [1, 2],
-    "gpu_pageout_thrash_threshold": "high", "hooks": "warn",
+    "gpu_pageout_thrash_threshold": "high", "changelog_max_bytes": "1MB", "server_api_keys": ["key"],
+    "server_api_timeout_s": "fast", "thunder_tnr_timeout_s": None, "thunder_claim_ttl_s": 1.5, "hooks": "warn",
 }
 
 

@@ -35,6 +35,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "integrate": ("fleet_watch.cli.integrate", "integrate", "Install (or --remove) the hooks in an agent's settings."),
     "mcp": ("fleet_watch.cli.mcp", "mcp_command", "Serve guard, check, release, status, estimate, health over MCP."),
     "run": ("fleet_watch.cli.run", "run", "Start a command if the guard allows it; hold its claims while it runs."),
+    "report": ("fleet_watch.cli.report", "report", "Write STATE_REPORT.md, state.json and the changelog entry."),
+    "changelog": ("fleet_watch.cli.report", "changelog", "What changed between successive states (bounded, rotated)."),
+    "top": ("fleet_watch.cli.top", "top", "Live view of processes, classes, GPU claims and sessions (q quits)."),
+    "install-systemd": ("fleet_watch.cli.install", "install_systemd", "Linux: run fleet watch as a systemd user unit."),
+    "uninstall-systemd": ("fleet_watch.cli.install", "uninstall_systemd", "Stop and remove the systemd user unit."),
+    "install-launchd": ("fleet_watch.cli.install", "install_launchd", "macOS: run fleet watch as a LaunchAgent."),
+    "uninstall-launchd": ("fleet_watch.cli.install", "uninstall_launchd", "Unload and remove the LaunchAgent."),
+    "metrics": ("fleet_watch.cli.report", "metrics", "Prometheus metrics on stdout or to a node_exporter textfile."),
+    "models": ("fleet_watch.cli.servers", "models", "Model servers running here and the models they hold resident."),
+    "unload": ("fleet_watch.cli.servers", "unload", "Ask the server holding a model to unload it (never a signal)."),
+    "thunder": ("fleet_watch.cli.thunder", "thunder", "Thunder Compute instances as external resources."),
 }
 
 

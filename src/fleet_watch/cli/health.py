@@ -39,6 +39,10 @@ def render(doc: dict[str, Any]) -> list[str]:
     if idle:
         lines.append(f"Idle processes: {len(idle)} ({sum(i['reclaimable_mb'] for i in idle)} MB reclaimable)")
         for i in idle:
+            if i.get("kind") == "model":  # a resident model no request is using: its server can unload it
+                lines.append(f"  PID {i['pid']:<8} {i['reclaimable_mb']:>6} MB  model {i['model']} "
+                             f"(port {i['port']}): {i['command']}")
+                continue
             tail = i["command"].rsplit("/", 1)[-1][:50]
             lines.append(f"  PID {i['pid']:<8} {i['reclaimable_mb']:>6} MB  CPU {i['cpu_pct']}%  {tail}")
     else:

@@ -49,12 +49,13 @@ def _describe(err: BaseException) -> str:
 
 def _policy_and_note() -> tuple[str, str]:
     """The configured hooks.on_error, and what kept us from reading it (a broken config denies)."""
-    from fleet_watch.config import resolve_home
+    from fleet_watch.config import load_settings, resolve_home
     from fleet_watch.errors import FleetError
+    from fleet_watch.service.fleet import detect_pool_mb
     from fleet_watch.service.hooks import on_error_policy
 
     try:
-        return on_error_policy(resolve_home(os.environ)), ""
+        return on_error_policy(load_settings(resolve_home(os.environ), detect_pool_mb)), ""
     except FleetError as err:
         return "deny", f"; {err}"
     except Exception as err:  # noqa: BLE001 - the error path must not fail itself

@@ -161,4 +161,10 @@ def status_lines(state: dict[str, Any]) -> list[str]:
         lines.append("Ports: " + ", ".join(sorted(state["ports_claimed"], key=int)))
     for repo in sorted(state["repos_locked"]):
         lines.append(f"Repo: {repo}")
+    for i, e in enumerate(state["external_resources"]):  # remote instances (fleet thunder sync)
+        if i == 0:
+            lines.append(f"External resources ({len(state['external_resources'])}):")
+        owner = f"session {e['session_id']}" if e["session_id"] else e["claim"]
+        lines.append(f"  {e['provider']}:{e['id'] or e['external_id']}  {fit(e['name'], 24)} {e['status']:<10} "
+                     f"{e['gpu_count'] or '?'}x {e['gpu_type'] or '-':<10} {owner}  {e['repo_dir'] or ''}".rstrip())
     return lines

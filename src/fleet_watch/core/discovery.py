@@ -13,16 +13,23 @@ from fleet_watch.config import SessionPatternSetting, WorkloadPattern
 from fleet_watch.core import liveness as live_rule
 from fleet_watch.models import ClaimBasis, ProcessRecord
 
-# The places a process's GPU figure can come from, best first, and the claim basis each gives: a measurement or
-# the user's own reservation is firm (it counts against the budget); an estimate or a pattern's default is not.
-GPU_SOURCES = ("nvml", "apple_footprint", "reserved", "estimate", "pattern_default")
-_BASIS = {"nvml": "measured", "apple_footprint": "measured", "reserved": "reserved"}
+# The places a process's GPU figure can come from, best first (docs/discovery.md says why in this order):
+# NVML measures every allocation the driver made for the process (CUDA context, compute buffers included);
+# Ollama's own /api/ps `size_vram` is what its scheduler placed on the GPU, right where NVML has no per-process
+# figure (macOS, containers without the host's PID namespace) and better than the Apple footprint, which also
+# counts the process's CPU-side memory and cannot tell weights on the GPU from weights in RAM. Then the user's own
+# reservation (config `gpu_mb_reserved`). Measurements and reservations are firm claims (they count against the
+# budget); an estimate or a pattern's default is shown, never enforced.
+GPU_SOURCES = ("nvml", "ollama_api", "apple_footprint", "reserved", "estimate", "pattern_default")
+# Sources that measure (rather than estimate) what a process holds.
+MEASURED_GPU_SOURCES = frozenset({"nvml", "ollama_api", "apple_footprint"})
 
 
 def gpu_basis(source: str) -> ClaimBasis:
     """The claim basis of a GPU figure from ``source``: only measurements and reservations are firm."""
-    basis = _BASIS.get(source, "estimate")
-    return "measured" if basis == "measured" else "reserved" if basis == "reserved" else "estimate"
+    if source in MEASURED_GPU_SOURCES:
+        return "measured"
+    return "reserved" if source == "reserved" else "estimate"
 
 # Programs whose command line merely *mentions* a server (viewers, pagers, searchers, supervisors and
 # shells running "-c <script>"): matching them would register `less vllm.log` or `grep "ollama serve"`.
@@ -164,6 +171,30 @@ def render_name(template: str, model: str | None) -> str:
 
 _NETWORK_FLAGS = frozenset({"--port", "--host", "--api-port", "--listen", "--bind"})
 
+# Flags whose value is a credential (llama-server, vLLM, SGLang, TGI, HF tools): a server's API key on its command
+# line must not travel into the registry, state.json or any output.
+SECRET_FLAGS = frozenset({"--api-key", "--admin-api-key", "--api-keys", "--hf-token", "--token", "--auth-token",
+                          "--access-token", "--secret", "--password"})
+REDACTED = "***"
+
+
+def redact(cmdline: str) -> str:
+    """The command line with the values of credential flags (``--api-key K``, ``--api-key=K``) replaced."""
+    out: list[str] = []
+    hide = False
+    for token in cmdline.split(" "):
+        if hide:
+            out.append(REDACTED)
+            hide = False
+            continue
+        flag, eq, _value = token.partition("=")
+        if flag.lower() in SECRET_FLAGS:
+            out.append(f"{flag}={REDACTED}" if eq else token)
+            hide = not eq
+            continue
+        out.append(token)
+    return " ".join(out)
+
 
 def estimate_key(cmdline: str) -> str:
     """The command line without its network flags: two servers that differ only in where they listen
@@ -244,7 +275,7 @@ def find_workloads(
         assert proc.start_time is not None
         out.append(Workload(
             pid=root, start_time=proc.start_time, uid=proc.uid, pattern=matched[root],
-            name=render_name(matched[root].name_template, model), model=model, cmdline=proc.cmdline,
+            name=render_name(matched[root].name_template, model), model=model, cmdline=redact(proc.cmdline),
             ports=tuple(ports), member_pids=tuple(group_sorted),
             rss_mb=sum(index[m].rss_mb or 0 for m in group_sorted),
         ))
@@ -272,12 +303,15 @@ def attribute_gpu(
 
 def resolve_gpu(
     *, nvml_mb: int | None, footprint_mb: int | None, estimate_mb: int | None, default_mb: int,
-    reserved_mb: int | None = None,
+    server_mb: int | None = None, reserved_mb: int | None = None,
 ) -> tuple[int, str]:
-    """NVML, then the Apple footprint, then the user's reservation, then the estimator's figure, then the
-    pattern default."""
-    if nvml_mb is not None:
+    """NVML, then the server's own report (Ollama's loaded models), then the Apple footprint, then the user's
+    reservation, then the estimator's figure, then the pattern default. NVML's zero does not overrule a server that
+    reports memory on the GPU: some drivers (WSL2, some containers) list no per-process memory at all."""
+    if nvml_mb is not None and (nvml_mb > 0 or server_mb is None):
         return nvml_mb, "nvml"
+    if server_mb is not None:
+        return server_mb, "ollama_api"
     if footprint_mb is not None:
         return footprint_mb, "apple_footprint"
     if reserved_mb is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from fleet_watch.core import paths
+from fleet_watch.core.external import ExternalLock, blocking_locks
 from fleet_watch.models import Claim, GpuBudget, Holder
 
 SUGGESTION_COUNT = 5
@@ -96,9 +98,10 @@ def check_port(
 
 def check_repo(
     repo_dir: str, *, locks: Sequence[Claim], session_id: str | None,
-    claims_of: Callable[[Holder], Sequence[Claim]] = lambda h: (),
+    claims_of: Callable[[Holder], Sequence[Claim]] = lambda h: (), external: Sequence[ExternalLock] = (),
 ) -> dict[str, Any]:
-    """Deny when a live holder of another session locks this path, a parent of it, or a path inside it."""
+    """Deny when a live holder of another session (a registered process, or an external resource's claim) locks
+    this path, a parent of it, or a path inside it."""
     blocking = [c for c in locks if session_id is None or c.holder.session_id != session_id]
     if blocking:
         claim = min(blocking, key=lambda c: len(c.key))
@@ -108,7 +111,19 @@ def check_repo(
             "reason": f"repo {repo_dir} locked by {claim.holder.describe()}{via}",
             "holder": holder_view(claim.holder, claims_of(claim.holder), repo_dir=claim.key),
         }
-    if locks:
+    remote = blocking_locks(external, repo_dir, session_id)
+    if remote:
+        lock = min(remote, key=lambda lk: len(lk.repo_dir))
+        via = "" if lock.repo_dir == repo_dir else f" (lock on {lock.repo_dir})"
+        return {
+            "allowed": False,
+            "reason": f"repo {repo_dir} locked by {lock.holder}{via}",
+            "holder": {"kind": "external", "pid": None, "start_time": None, "name": lock.holder,
+                       "workstream": None, "session_id": lock.session_id, "priority": None, "port": None,
+                       "repo_dir": lock.repo_dir, "gpu_mb": None, "provider": lock.provider,
+                       "external_id": lock.external_id, "expires_at": lock.expires_at},
+        }
+    if locks or any(paths.overlaps(lk.repo_dir, repo_dir) for lk in external):
         return {"allowed": True, "reason": "repo available (owned by current session)", "holder": None}
     return {"allowed": True, "reason": "repo available", "holder": None}
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet_watch.config import PressureThresholds
+from fleet_watch.core.discovery import MEASURED_GPU_SOURCES
 
 MIB = 1024 * 1024
 SESSION_HOT_CPU_PCT = 20.0  # an orphaned agent burning this much CPU needs a human
@@ -243,7 +244,7 @@ def build_alerts(
                            "device": d.get("index"), "name": d.get("name"), "used_mb": used, "total_mb": total,
                            "used_pct": round(pct, 1)})
     for f in footprints:
-        measured = f.get("source") in ("nvml", "apple_footprint")
+        measured = f.get("source") in MEASURED_GPU_SOURCES
         used, claim, estimate = f.get("gpu_mb") or 0, f.get("claim_mb"), f.get("estimate_mb")
         if measured and claim and used > claim and used - claim > 64:
             alerts.append({"type": "process_over_claim", "severity": "warning", "key": f"claim:{f['pid']}",

@@ -10,3 +10,8 @@ def covers(lock: str, path: str) -> bool:
     lock_parts = PurePosixPath(lock).parts
     path_parts = PurePosixPath(path).parts
     return path_parts[: len(lock_parts)] == lock_parts
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Two locks collide when either path contains the other."""
+    return covers(a, b) or covers(b, a)

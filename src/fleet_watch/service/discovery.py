@@ -12,6 +12,7 @@ from typing import Any
 
 from fleet_watch import clock as clocks
 from fleet_watch.core import discovery as core
+from fleet_watch.core.servers import api_for
 from fleet_watch.errors import FleetError
 from fleet_watch.models import GPU_POOL, ProcessRecord
 from fleet_watch.probes.nvml import GpuDevice, GpuProbe
@@ -63,6 +64,7 @@ class Snapshot:
     gpu_used: dict[int, dict[str, int]]  # pid -> {device: MB}
     observed: list[core.Observed]
     foreign_gpu_pids: list[int]  # NVML PIDs with no process here (another PID namespace, a container)
+    servers: dict[int, Any] = field(default_factory=dict)  # Ollama workload pid -> what its /api/ps said
 
     @property
     def index(self) -> dict[int, ProcInfo]:
@@ -157,26 +159,43 @@ class Discovery:
         foreign = sorted(pid for pid in gpu_used if pid not in known)
         parent = {p.pid: p.ppid for p in procs}
         by_workload = core.attribute_gpu(workloads, gpu_used, parent)
-        observed = [self._observe(w, devices, by_workload.get(w.pid), bool(foreign)) for w in workloads]
+        servers = self._ollama(workloads, procs, listeners)
+        observed = [self._observe(w, devices, by_workload.get(w.pid), bool(foreign), servers.get(w.pid))
+                    for w in workloads]
         return Snapshot(taken_at=taken, procs=procs, listeners=listeners, listeners_complete=complete,
-                        gpu_devices=devices, gpu_used=gpu_used, observed=observed, foreign_gpu_pids=foreign)
+                        gpu_devices=devices, gpu_used=gpu_used, observed=observed, foreign_gpu_pids=foreign,
+                        servers=servers)
+
+    def _ollama(self, workloads: list[core.Workload], procs: list[ProcInfo], listeners: list[Listener]
+                ) -> dict[int, Any]:
+        """Ollama's own report of its loaded models (one parallel round, only for Ollama-pattern workloads)."""
+        if not any(api_for(w.cmdline) == "ollama" for w in workloads):
+            return {}
+        from fleet_watch.service.servers import ollama_reports
+
+        return ollama_reports(self.fleet.settings, workloads, procs, listeners)
 
     def _observe(self, w: core.Workload, devices: list[GpuDevice] | None, nvml: Mapping[str, int] | None,
-                 has_foreign: bool) -> core.Observed:
+                 has_foreign: bool, server: Any = None) -> core.Observed:
+        server_mb: int | None = None
+        if server is not None:
+            from fleet_watch.service.servers import resident_vram_mb
+
+            server_mb = resident_vram_mb(server)
         nvml_mb: int | None = None
         if devices is not None and (nvml or not has_foreign):
             # With a driver present, a workload absent from NVML's lists uses no GPU memory, unless some
             # GPU PIDs are unknown here (a container without --pid=host): then NVML cannot speak for it.
             nvml_mb = sum((nvml or {}).values())
         footprint: int | None = None
-        if nvml_mb is None and self.apple:
+        if nvml_mb is None and server_mb is None and self.apple:
             parts = [self.scanner.footprint_mb(pid) for pid in w.member_pids]
             footprint = sum(p for p in parts if p is not None) if any(p is not None for p in parts) else None
         reserved = w.pattern.gpu_mb_reserved
-        estimate = self.estimate(w.cmdline) if nvml_mb is None and footprint is None and reserved is None else None
+        unmeasured = nvml_mb is None and server_mb is None and footprint is None
+        estimate = self.estimate(w.cmdline) if unmeasured and reserved is None else None
         mb, source = core.resolve_gpu(nvml_mb=nvml_mb, footprint_mb=footprint, estimate_mb=estimate,
-                                      reserved_mb=reserved,
-                                      default_mb=w.pattern.gpu_mb_default)
+                                      default_mb=w.pattern.gpu_mb_default, server_mb=server_mb, reserved_mb=reserved)
         return core.Observed(workload=w, gpu_mb=mb, gpu_source=source, gpu_devices=dict(nvml or {}))
 
     def estimate(self, cmdline: str) -> int | None:

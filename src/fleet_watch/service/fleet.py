@@ -23,7 +23,7 @@ from fleet_watch.errors import Conflict, NotFound, UsageError
 from fleet_watch.models import GPU_POOL, Event, GpuBudget, ProcessRecord
 from fleet_watch.probes import ports as port_probe
 from fleet_watch.probes.processes import death_reason, is_descendant, process_facts
-from fleet_watch.service.ledger import Ledger
+from fleet_watch.service.ledger import DeathProbe, Ledger, kernel_death
 from fleet_watch.store import audit, registry
 from fleet_watch.store.connection import immediate, open_db, snapshot
 
@@ -73,7 +73,7 @@ def decide_claims(
     for repo_dir in req.repos:
         locks = [c for c in ledger.repo_locks(repo_dir) if c.holder.record_id != exclude_record]
         out.append(("repo", guard.check_repo(repo_dir, locks=locks, session_id=req.session_id,
-                                             claims_of=ledger.claims_of)))
+                                             claims_of=ledger.claims_of, external=ledger.external_locks)))
     if req.gpu_mb > 0:
         pool, device_budget = fleet.budgets(ledger, req.device, exclude_record=exclude_record)
         out.append(("gpu", guard.check_gpu(req.gpu_mb, pool, device=req.device, device_budget=device_budget)))
@@ -132,10 +132,11 @@ class Fleet:
                      workstream=workstream, detail=detail)
 
     # -- reading ------------------------------------------------------------------------------------------
-    def ledger(self) -> Ledger:
-        """One consistent read of every claim and holder (no write lock)."""
+    def ledger(self, probe: DeathProbe = kernel_death) -> Ledger:
+        """One consistent read of every claim and holder (no write lock). ``probe``: how liveness is asked (the
+        kernel now, or a process table a discovery cycle just scanned)."""
         with snapshot(self._conn):
-            return Ledger.read(self._conn)
+            return Ledger.read(self._conn, self.clock.now(), probe)
 
     def budgets(self, ledger: Ledger, device: str | None, *, exclude_record: int | None = None
                 ) -> tuple[GpuBudget, GpuBudget | None]:
@@ -266,7 +267,7 @@ class Fleet:
             req = ClaimRequest(ports=req.ports, repos=req.repos, gpu_mb=req.gpu_mb, device=req.device,
                                session_id=existing.session_id)
 
-        ledger = Ledger.read(self._conn)
+        ledger = Ledger.read(self._conn, self.clock.now())
         checks = decide_claims(self, ledger, req, os_listeners=listeners, suggestions=lambda p: [],
                                exclude_record=existing.record_id if existing else None)
         self._drop_dead(ledger)

@@ -9,6 +9,7 @@ alert transitions.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,8 +86,18 @@ def sessions_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> 
     return out
 
 
-def idle_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> list[dict[str, Any]]:
-    """Workloads (discovered, or matching ``idle_patterns``) whose CPU over the sample is near zero."""
+def idle_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float],
+              servers: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    """Workloads (discovered, or matching ``idle_patterns``) whose CPU over the sample is near zero, and resident
+    models that no request is using on servers that can unload them (``kind: "model"``; ``servers`` are what the
+    model servers said, else the scan's Ollama reports). A server's own entry then counts only the memory its listed
+    models do not, so the entries' ``reclaimable_mb`` add up without counting anything twice."""
+    from fleet_watch.service.servers import idle_model_entries
+
+    models = idle_model_entries(servers if servers is not None else snap.servers.values())
+    in_models: dict[int, int] = {}
+    for m in models:
+        in_models[m["pid"]] = in_models.get(m["pid"], 0) + m["reclaimable_mb"]
     settings = disc.fleet.settings
     idle_res = [re.compile(p, re.I) for p in settings.idle_patterns]
     threshold = settings.idle_cpu_threshold
@@ -105,13 +116,15 @@ def idle_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> list
         if not core.is_idle(cpu_pct, threshold):
             continue
         rss = obs.workload.rss_mb if obs else (p.rss_mb or 0)
-        gpu = obs.gpu_mb if obs and obs.gpu_source in ("nvml", "apple_footprint") else 0
+        gpu = obs.gpu_mb if obs and obs.gpu_source in dcore.MEASURED_GPU_SOURCES else 0
         out.append({
-            "pid": p.pid, "name": obs.workload.name if obs else p.name, "command": p.cmdline[:200],
-            "cpu_pct": cpu_pct, "rss_mb": rss, "gpu_mb": gpu, "reclaimable_mb": rss + gpu,
-            "started": _started(p.start_time), "workload": obs is not None,
+            "kind": "process", "pid": p.pid, "name": obs.workload.name if obs else p.name,
+            "command": dcore.redact(p.cmdline)[:200], "cpu_pct": cpu_pct, "rss_mb": rss, "gpu_mb": gpu,
+            "reclaimable_mb": rss + max(0, gpu - in_models.get(p.pid, 0)), "started": _started(p.start_time),
+            "workload": obs is not None,
         })
-    return sorted(out, key=lambda e: (-e["reclaimable_mb"], e["pid"]))
+    out.extend(models)
+    return sorted(out, key=lambda e: (-e["reclaimable_mb"], e["pid"], e["kind"]))
 
 
 def footprints_view(disc: Discovery, snap: Snapshot, records: Sequence[ProcessRecord]) -> list[dict[str, Any]]:
@@ -119,7 +132,7 @@ def footprints_view(disc: Discovery, snap: Snapshot, records: Sequence[ProcessRe
     out: list[dict[str, Any]] = []
     for o in snap.observed:
         w = o.workload
-        measured = o.gpu_source in ("nvml", "apple_footprint")
+        measured = o.gpu_source in dcore.MEASURED_GPU_SOURCES
         out.append({
             "pid": w.pid, "name": w.name, "workstream": w.pattern.workstream, "gpu_mb": o.gpu_mb,
             "source": o.gpu_source, "devices": dict(o.gpu_devices), "rss_mb": w.rss_mb,
@@ -163,7 +176,8 @@ class HealthReport:
         return core.is_critical(self.document["gpu_memory_monitor"]["alerts"])
 
 
-def build_health(disc: Discovery, before: Sample, after: Sample) -> HealthReport:
+def build_health(disc: Discovery, before: Sample, after: Sample,
+                 servers: Sequence[Any] | None = None) -> HealthReport:
     """The README's four keys from two samples (``before`` may be the same scan with fewer PIDs re-read)."""
     interval = max(1e-6, after.snap.taken_at - before.snap.taken_at)
     cpu = cpu_rates(before.cpu, after.cpu, interval)
@@ -173,7 +187,7 @@ def build_health(disc: Discovery, before: Sample, after: Sample) -> HealthReport
     return HealthReport({
         "memory": memory,
         "sessions": sessions_view(disc, after.snap, cpu),
-        "idle": idle_view(disc, after.snap, cpu),
+        "idle": idle_view(disc, after.snap, cpu, servers),
         "gpu_memory_monitor": monitor_view(disc, after, before.memory, interval, memory, records),
     })
 
@@ -187,6 +201,7 @@ def gather_health(fleet: Fleet, *, sample_s: float = 1.0, discovery: Discovery |
     mem0 = probe.read()
     snap = disc.scan()
     first = Sample.of(snap, mem0, fleet.clock.now())
+    asking = _Asking(fleet, snap)  # the model servers are asked while the sample window runs
     sleep(sample_s)
     watched = _reported_pids(disc, snap)
     again = disc.scanner.cpu_seconds(watched)
@@ -194,9 +209,36 @@ def gather_health(fleet: Fleet, *, sample_s: float = 1.0, discovery: Discovery |
 
     later = Snapshot(taken_at=monotonic(), procs=snap.procs, listeners=snap.listeners,
                      listeners_complete=snap.listeners_complete, gpu_devices=snap.gpu_devices,
-                     gpu_used=snap.gpu_used, observed=snap.observed, foreign_gpu_pids=snap.foreign_gpu_pids)
+                     gpu_used=snap.gpu_used, observed=snap.observed, foreign_gpu_pids=snap.foreign_gpu_pids,
+                     servers=snap.servers)
     second = Sample(later, probe.read(), fleet.clock.now(), {pid: (s, c) for pid, (s, c) in again.items()})
-    return build_health(disc, first, second)
+    return build_health(disc, first, second, asking.result())
+
+
+class _Asking:
+    """The model servers' answers, gathered on a thread (a round is bounded by its deadline)."""
+
+    def __init__(self, fleet: Fleet, snap: Snapshot) -> None:
+        from fleet_watch.service.servers import ask, targets_of
+
+        self.servers: list[Any] = []
+        self.error: BaseException | None = None
+        targets = targets_of([o.workload for o in snap.observed], snap.procs, snap.listeners)
+
+        def run() -> None:
+            try:
+                self.servers = ask(targets, fleet.settings)
+            except BaseException as err:  # noqa: BLE001 - re-raised on the caller's thread
+                self.error = err
+
+        self.thread = threading.Thread(target=run, name="fleet-health-servers", daemon=True)
+        self.thread.start()
+
+    def result(self) -> list[Any]:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.servers
 
 
 def _reported_pids(disc: Discovery, snap: Snapshot) -> list[int]:

@@ -14,14 +14,14 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fleet_watch.core.hookio import HookEvent
 from fleet_watch.core.launches import Launch, parse_launches
-from fleet_watch.errors import ConfigError, UsageError
+from fleet_watch.errors import UsageError
 
 if TYPE_CHECKING:
+    from fleet_watch.config import Settings
     from fleet_watch.service.fleet import Fleet
     from fleet_watch.service.preflight import GuardResult
 
@@ -29,31 +29,10 @@ OnError = Literal["deny", "warn"]
 FleetOpener = Callable[[], "Fleet"]
 
 
-def on_error_policy(home: Path) -> OnError:
-    """``hooks.on_error`` in ``<home>/config.json``: ``"deny"`` (the default: a hook that cannot decide blocks the
-    call) or ``"warn"`` (it lets the call through and says why). Read from the file itself, so that it is known
-    even when the rest of the configuration or the registry is what failed."""
-    from fleet_watch import jsonio
-    from fleet_watch.config import CONFIG_NAME
-
-    path = home / CONFIG_NAME
-    try:
-        document = jsonio.loads(path.read_bytes())
-    except FileNotFoundError:
-        return "deny"
-    except OSError as err:
-        raise ConfigError(f"cannot read {path}: {err.strerror}") from err
-    except jsonio.BadJson as err:
-        raise ConfigError(f"{path}: {err}") from err
-    section = document.get("hooks") if isinstance(document, dict) else None
-    if section is None:
-        return "deny"
-    if not isinstance(section, dict):
-        raise ConfigError(f"config key 'hooks' must be an object, got {type(section).__name__}")
-    value = section.get("on_error", "deny")
-    if value not in ("deny", "warn"):
-        raise ConfigError(f"config key 'hooks.on_error' must be \"deny\" or \"warn\", got {value!r}")
-    return "deny" if value == "deny" else "warn"
+def on_error_policy(settings: Settings) -> OnError:
+    """``hooks.on_error`` (``config.py`` checks it): ``"deny"``, the default, makes a hook that cannot decide block
+    the call; ``"warn"`` lets the call through and says why."""
+    return "warn" if settings.hooks_on_error == "warn" else "deny"
 
 
 @dataclass(frozen=True, slots=True)

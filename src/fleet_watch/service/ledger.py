@@ -10,8 +10,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleet_watch.core import paths
+from fleet_watch.core.external import ExternalLock
 from fleet_watch.models import Claim, GpuBudget, Holder
 from fleet_watch.probes.processes import death_reason
 from fleet_watch.store import registry
@@ -28,12 +30,18 @@ class Ledger:
     claims: list[Claim]
     holders: list[Holder]
     probe: DeathProbe = kernel_death
+    external_locks: list[ExternalLock] = field(default_factory=list)  # repo locks of live external claims
+    external_resources: list[dict[str, Any]] = field(default_factory=list)  # state.external_resources
     _deaths: dict[int, str | None] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, conn: sqlite3.Connection, probe: DeathProbe = kernel_death) -> Ledger:
-        """The caller holds a read snapshot (or the write lock): both queries see one state."""
-        return cls(registry.all_claims(conn), registry.all_holders(conn), probe)
+    def read(cls, conn: sqlite3.Connection, now: float, probe: DeathProbe = kernel_death) -> Ledger:
+        """The caller holds a read snapshot (or the write lock): every query sees one state. External claims are
+        live by their own rule (present at the provider, expiry ahead of ``now``)."""
+        from fleet_watch.service.external import external_repo_locks, live_external_resources
+
+        return cls(registry.all_claims(conn), registry.all_holders(conn), probe,
+                   external_repo_locks(conn, now), live_external_resources(conn, now))
 
     # -- liveness -----------------------------------------------------------------------------------------
     def death(self, holder: Holder) -> str | None:
@@ -85,8 +93,11 @@ class Ledger:
         """{port: pid} over live port claims."""
         return {int(c.key): c.holder.pid for c in self.live(c for c in self.claims if c.kind == "port")}
 
-    def locked_repos(self) -> dict[str, int]:
-        return {c.key: c.holder.pid for c in self.live(c for c in self.claims if c.kind == "repo")}
+    def locked_repos(self) -> dict[str, int | None]:
+        """{repo: holder PID} over live locks; ``None`` for a lock that an external resource's claim holds."""
+        out: dict[str, int | None] = {lock.repo_dir: None for lock in self.external_locks}
+        out.update({c.key: c.holder.pid for c in self.live(c for c in self.claims if c.kind == "repo")})
+        return out
 
     def claims_of(self, holder: Holder) -> list[Claim]:
         return [c for c in self.claims if c.holder.record_id == holder.record_id]

@@ -91,7 +91,7 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
         "safe_ports": fleet.free_ports(None, set(occupied)),
         "locked_repos": sorted(ledger.locked_repos()),
         "gpu_budget": pool.to_dict(),
-        "external_resources": [],
+        "external_resources": ledger.external_resources,
     }
     request = {"port": req.port, "repo_dir": repo_dir, "gpu_mb": req.gpu_mb, "framework": req.framework,
                "model": req.model}
@@ -116,6 +116,10 @@ def render_checks(decided: dict[str, dict[str, Any]], req: GuardRequest, request
         ledger_check = decided.get("gpu") or guard.check_gpu(requested, pool, device=device,
                                                               device_budget=device_budget)
         checks["gpu"] = guard.with_working_set(ledger_check, estimate) if estimate is not None else ledger_check
+        if not checks["gpu"]["allowed"]:  # the denial path only: asks the registered model servers over HTTP
+            from fleet_watch.service.reclaim import reclaimable
+
+            checks["gpu"]["reclaimable"] = reclaimable(fleet, checks["gpu"])
     return checks
 
 

@@ -20,13 +20,6 @@ from fleet_watch.store import audit, registry
 STATE_FILE = "state.json"
 
 
-def write_state(fleet: Fleet, *, probe: DeathProbe | None = None, cycle: Mapping[str, Any] | None = None) -> None:
-    """``state.json``, the fallback artifact for agents without the CLI: rewritten (atomically) every cycle.
-    A discovery cycle passes what it already knows (its process table, its snapshot) instead of reading it again.
-    """
-    last_cycle.write_state_file(fleet.settings.home / STATE_FILE, gather_state(fleet, probe=probe, cycle=cycle))
-
-
 def gather_state(fleet: Fleet, *, probe: DeathProbe | None = None,
                  cycle: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every count and claim in the document is over live holders (the ledger's rule); dead rows are listed with
@@ -34,7 +27,7 @@ def gather_state(fleet: Fleet, *, probe: DeathProbe | None = None,
     now = fleet.clock.now()
     with fleet.reading() as conn:
         records = registry.list_records(conn)
-        ledger = Ledger.read(conn, probe or kernel_death)
+        ledger = Ledger.read(conn, now, probe or kernel_death)
         recent = audit.query(conn, since=iso_utc(now - 3600), limit=20)
         conflicts = audit.count(conn, event_type="CONFLICT", since=iso_utc(now - 86400))
     pool, _ = fleet.budgets(ledger, None)
@@ -45,11 +38,14 @@ def gather_state(fleet: Fleet, *, probe: DeathProbe | None = None,
         memory = last_cycle.current_memory(fleet.settings, cycle, now)
     else:
         memory = cycle.get("memory") or last_cycle.current_memory(fleet.settings, None, now)
+    from fleet_watch.service.report import ownership_inputs  # the views' one source of ownership classes
+
     return build_state(
         now=now, records=records, alive=alive, budget=pool,
         preferred_ports=fleet.settings.preferred_ports,
         safe_ports=fleet.free_ports(None, set(occupied)), recent_events=recent, conflicts_24h=conflicts,
         system_memory=memory,
         sessions=last_cycle.listed(cycle, "sessions"), idle=last_cycle.listed(cycle, "idle"),
-        gpu_memory_monitor=last_cycle.monitor_of(cycle),
+        gpu_memory_monitor=last_cycle.monitor_of(cycle), ownership=ownership_inputs(fleet, now, records, alive),
+        external_resources=ledger.external_resources, external_repo_locks=[lk.repo_dir for lk in ledger.external_locks],
     )

@@ -18,7 +18,7 @@ from fleet_watch.service.discovery import CycleResult, Discovery, death_in_scan
 from fleet_watch.service.fleet import Fleet, detect_pool_mb
 from fleet_watch.service.health import Sample, cpu_rates, idle_view, monitor_after_cycle, sessions_view
 from fleet_watch.service.last_cycle import save_cycle
-from fleet_watch.service.status import write_state
+from fleet_watch.service.report import ReportResult, write_reports
 
 T = TypeVar("T")
 
@@ -38,6 +38,8 @@ class Tick:
     idle: list[dict[str, Any]] = field(default_factory=list)
     interval_s: float | None = None
     cpu_s: float = 0.0  # CPU this tick cost the watcher itself
+    cycle_s: float | None = None  # wall time of the discovery cycle (scan, apply, monitor)
+    report: ReportResult | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,7 +48,8 @@ class Tick:
             "discovery": None if self.result is None else self.result.to_dict(),
             "sessions": self.sessions, "idle": self.idle,
             "alerts": [] if self.monitor is None else self.monitor["alerts"],
-            "tick_cpu_seconds": round(self.cpu_s, 4), "error": self.error,
+            "tick_cpu_seconds": round(self.cpu_s, 4),
+            "cycle_seconds": None if self.cycle_s is None else round(self.cycle_s, 4), "error": self.error,
         }
 
 
@@ -85,6 +88,7 @@ class Watcher:
         except FleetError as err:
             tick.error = f"config not reloaded: {err.message}"
         try:
+            started = monotonic()
             disc = self.discovery
             snap = disc.scan()
             memory = self.memory.read()
@@ -97,9 +101,12 @@ class Watcher:
                 cpu = cpu_rates(self.previous.cpu, current.cpu, snap.taken_at - self.previous.snap.taken_at)
                 tick.idle = idle_view(disc, snap, cpu)  # idle needs a CPU rate: nothing to say on the first tick
             tick.sessions = sessions_view(disc, snap, cpu)
-            saved = save_cycle(self.fleet.settings.home, tick.monitor, sessions=tick.sessions, idle=tick.idle)
+            tick.cycle_s = monotonic() - started
+            saved = save_cycle(self.fleet.settings.home, {**tick.monitor, "cycle_seconds": round(tick.cycle_s, 4)},
+                               sessions=tick.sessions, idle=tick.idle)
             index = snap.index
-            write_state(self.fleet, probe=lambda h: death_in_scan(h.pid, h.start_time, index), cycle=saved)
+            tick.report = write_reports(self.fleet, probe=lambda h: death_in_scan(h.pid, h.start_time, index),
+                                        cycle=saved)
             self.previous = current
         except FleetError as err:
             if raise_errors:

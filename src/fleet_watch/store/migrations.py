@@ -84,3 +84,10 @@ def apply_migrations(conn: sqlite3.Connection) -> None:
             fn(conn)
             conn.execute("INSERT INTO _fleet_migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
     conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+
+
+@migration
+def m003_external_resources(conn: sqlite3.Connection) -> None:
+    from fleet_watch.store.external import migrate
+
+    migrate(conn)
