@@ -22,21 +22,71 @@ FIRM_BASES: frozenset[str] = frozenset({"declared", "measured", "reserved"})
 GPU_POOL = "all"
 
 
+HolderKind = Literal["process", "lease", "reservation"]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Holder:
-    """Who holds a claim. ``record_id`` is the registry row; ``kind`` leaves room for leases and externals."""
+    """Who holds a claim: a registered process (PID and start time), a session lease (its owner process, if it
+    named one), or a reservation made before any process exists (it holds until ``expires_at``). ``record_id`` is
+    the row in the holder's own table: ``key`` tells holders of different kinds apart."""
 
     record_id: int
-    kind: Literal["process"] = "process"
-    pid: int
-    start_time: float
+    kind: HolderKind = "process"
+    pid: int | None
+    start_time: float | None
     name: str
     workstream: str
     session_id: str
     priority: int
+    expires_at: float | None = None  # reservations
+    closed: bool = False  # leases
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.kind, self.record_id)
 
     def describe(self) -> str:
+        if self.kind == "reservation":
+            return f"reservation {self.record_id} of session {self.session_id}"
+        if self.kind == "lease":
+            owner = f", owner PID {self.pid}" if self.pid is not None else ""
+            return f"session {self.session_id} (lease{owner})"
         return f"PID {self.pid} ({self.name})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """A session's lease: who owns the session (a process, when one was named), what repo it holds, and whether it
+    is still open. A closed lease, or one whose owner is gone, holds nothing."""
+
+    lease_id: int
+    session_id: str
+    owner_pid: int | None
+    owner_start_time: float | None
+    owner_uid: int | None
+    repo: str | None
+    started_at: str
+    last_heartbeat: str
+    closed_at: str | None = None
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed_at is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reservation:
+    """Resources held before a process exists (``fleet claim``), until ``expires_at`` or until released."""
+
+    reservation_id: int
+    session_id: str
+    uid: int | None
+    created_at: str
+    expires_at: float
+    ports: tuple[int, ...] = ()
+    repos: tuple[str, ...] = ()
+    gpu: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +96,7 @@ class Claim:
     amount_mb: int = 0  # only GPU claims are budgeted
     holder: Holder
     basis: ClaimBasis = "declared"
+    claim_id: int = 0
 
     @property
     def is_firm(self) -> bool:

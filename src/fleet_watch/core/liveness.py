@@ -6,6 +6,10 @@ tolerance and one set of reasons. Pure: the facts come from a probe (``probes.pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from fleet_watch.models import Holder
+
 # A start time read twice for the same process can differ by a clock tick (10 ms at USER_HZ=100, rounding in
 # psutil); a reused PID cannot start within this window of the original (PIDs only come back after the whole PID
 # space has cycled).
@@ -32,3 +36,29 @@ def death_reason(recorded_start: float, *, exists: bool, start_time: float | Non
     if is_zombie:
         return ZOMBIE
     return None
+
+
+# Why a lease or a reservation holds nothing any more.
+LEASE_CLOSED = "lease_closed"
+OWNER_GONE = "owner_gone"
+EXPIRED = "expired"
+
+
+def holder_death(holder: Holder, now: float, process_death: Callable[[int, float], str | None]) -> str | None:
+    """The rule for every kind of holder, ``None`` while it holds its claims:
+
+    - a process while it lives (the process rule above, asked through ``process_death``);
+    - a session lease while it is open and, when it named an owner process, while that owner lives;
+    - a reservation until it expires.
+    """
+    if holder.kind == "reservation":
+        return EXPIRED if holder.expires_at is None or holder.expires_at <= now else None
+    if holder.kind == "lease":
+        if holder.closed:
+            return LEASE_CLOSED
+        if holder.pid is not None and holder.start_time is not None and process_death(holder.pid, holder.start_time):
+            return OWNER_GONE
+        return None
+    if holder.pid is None or holder.start_time is None:
+        return DEAD_PID
+    return process_death(holder.pid, holder.start_time)

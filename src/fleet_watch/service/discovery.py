@@ -273,10 +273,12 @@ class Discovery:
             self._conflict(conn, obs, blocked, result)
             return
         gpu = claim_devices(obs, self.fleet.settings.gpu_devices)
+        # A port that a reservation holds stays the reservation's: its session's `register` takes it over.
+        reserved = store.held_without_process(conn, w.ports)
         record_id = store.insert_discovered(
             conn, pid=w.pid, start_time=w.start_time, uid=w.uid, name=w.name,
             workstream=w.pattern.workstream, priority=w.pattern.priority, model=w.model, start_cmd=w.cmdline,
-            ports=w.ports, gpu=gpu, basis=core.gpu_basis(obs.gpu_source), at=now_iso,
+            ports=[p for p in w.ports if p not in reserved], gpu=gpu, basis=core.gpu_basis(obs.gpu_source), at=now_iso,
         )
         self._event(conn, "REGISTER", w.pid, w.pattern.workstream, {
             "name": w.name, "start_time": w.start_time, "port": w.ports[0] if w.ports else None,
@@ -295,7 +297,8 @@ class Discovery:
         blocked = self._blocked_ports(conn, rec.pid, up.ports_added, live)
         if blocked:
             self._conflict(conn, obs, blocked, result)
-        added = tuple(p for p in up.ports_added if p not in blocked)
+        reserved = store.held_without_process(conn, up.ports_added)
+        added = tuple(p for p in up.ports_added if p not in blocked and p not in reserved)
         if not (added or up.ports_removed or up.gpu_changed):
             return
         store.remove_ports(conn, rec.record_id, up.ports_removed)

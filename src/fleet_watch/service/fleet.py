@@ -20,11 +20,11 @@ from fleet_watch import clock as clocks
 from fleet_watch.config import Detected, Settings, ensure_home, load_settings
 from fleet_watch.core import chain, guard, inputs, liveness
 from fleet_watch.errors import Conflict, NotFound, UsageError
-from fleet_watch.models import GPU_POOL, Event, GpuBudget, ProcessRecord
+from fleet_watch.models import GPU_POOL, Claim, Event, GpuBudget, ProcessRecord
 from fleet_watch.probes import ports as port_probe
 from fleet_watch.probes.processes import death_reason, is_descendant, process_facts
 from fleet_watch.service.ledger import DeathProbe, Ledger, kernel_death
-from fleet_watch.store import audit, registry
+from fleet_watch.store import audit, leases, registry
 from fleet_watch.store.connection import immediate, open_db, snapshot
 
 STALE_AFTER_S = 180.0  # a heartbeat older than this is "expired" (README ownership model)
@@ -50,19 +50,31 @@ class ClaimRequest:
     session_id: str | None = None
 
 
+def owned_by(req: ClaimRequest, exclude: tuple[str, int] | None) -> Callable[[Claim], bool]:
+    """Claims that are the requester's own and so never deny it: its own holder's (``exclude``, e.g. the process
+    adding claims), and its session's reservations (which a register by that session takes over)."""
+    def own(claim: Claim) -> bool:
+        h = claim.holder
+        return h.key == exclude or (h.kind == "reservation" and req.session_id is not None
+                                    and h.session_id == req.session_id)
+    return own
+
+
 def decide_claims(
     fleet: Fleet, ledger: Ledger, req: ClaimRequest, *, os_listeners: dict[int, dict[str, Any] | None],
-    suggestions: Callable[[int], list[int]], exclude_record: int | None = None,
+    suggestions: Callable[[int], list[int]], exclude: tuple[str, int] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The one decision for every resource of a request, as ``(resource, check)`` pairs in request order.
+    """The one decision for every resource of a request, as ``(resource, check)`` pairs in request order: the
+    guard's verdict, ``register``'s grant, ``claim``'s reservation and the agents' hooks all come from here.
 
     ``os_listeners`` maps each requested port to the OS listener that is *not* the requester (None: nothing else
-    listens). ``exclude_record`` is the requester's own registry row: its own claims never deny it.
+    listens). Claims that ``owned_by`` the requester never deny it.
     """
+    own = owned_by(req, exclude)
     out: list[tuple[str, dict[str, Any]]] = []
     for port in req.ports:
         claim = ledger.port_claim(port)
-        if claim is not None and claim.holder.record_id == exclude_record:
+        if claim is not None and own(claim):
             claim = None
         listener = os_listeners.get(port)
         out.append(("port", guard.check_port(
@@ -71,11 +83,11 @@ def decide_claims(
             suggested_ports=suggestions(port) if claim is not None or listener is not None else [],
         )))
     for repo_dir in req.repos:
-        locks = [c for c in ledger.repo_locks(repo_dir) if c.holder.record_id != exclude_record]
+        locks = [c for c in ledger.repo_locks(repo_dir) if not own(c)]
         out.append(("repo", guard.check_repo(repo_dir, locks=locks, session_id=req.session_id,
                                              claims_of=ledger.claims_of, external=ledger.external_locks)))
     if req.gpu_mb > 0:
-        pool, device_budget = fleet.budgets(ledger, req.device, exclude_record=exclude_record)
+        pool, device_budget = fleet.budgets(ledger, req.device, exclude=own)
         out.append(("gpu", guard.check_gpu(req.gpu_mb, pool, device=req.device, device_budget=device_budget)))
     return out
 
@@ -138,14 +150,15 @@ class Fleet:
         with snapshot(self._conn):
             return Ledger.read(self._conn, self.clock.now(), probe)
 
-    def budgets(self, ledger: Ledger, device: str | None, *, exclude_record: int | None = None
+    def budgets(self, ledger: Ledger, device: str | None, *, exclude: Callable[[Claim], bool] | None = None
                 ) -> tuple[GpuBudget, GpuBudget | None]:
-        """The single pool's budget and, when a device is named, that device's own (live firm claims only)."""
-        pool = ledger.budget(self.settings.gpu_total_mb, self.settings.gpu_reserve_mb, exclude=exclude_record)
+        """The single pool's budget and, when a device is named, that device's own (live firm claims only;
+        ``exclude`` leaves out the requester's own)."""
+        pool = ledger.budget(self.settings.gpu_total_mb, self.settings.gpu_reserve_mb, exclude=exclude)
         if device is None:
             return pool, None
         total, reserve = self.settings.gpu_devices[device]
-        return pool, ledger.budget(total, reserve, device, exclude=exclude_record)
+        return pool, ledger.budget(total, reserve, device, exclude=exclude)
 
     def device_key(self, gpu_device: int | None) -> str | None:
         """The claim key for ``--gpu-device``: None for the single pool (no device, or one device or none)."""
@@ -200,9 +213,19 @@ class Fleet:
 
     def _drop_dead(self, ledger: Ledger) -> None:
         """A writer cleans (and logs) the dead holders its decision came across: they held nothing already."""
+        at = clocks.iso_utc(self.clock.now())
         for holder, reason in ledger.dead_seen():
-            registry.delete_process(self._conn, holder.record_id)
-            self._event("CLEAN", holder.pid, holder.workstream, {"reason": reason, "name": holder.name})
+            if holder.kind == "process":
+                registry.delete_process(self._conn, holder.record_id)
+                self._event("CLEAN", holder.pid, holder.workstream, {"reason": reason, "name": holder.name})
+            elif holder.kind == "reservation":
+                leases.delete_reservation(self._conn, holder.record_id)
+                self._event("RELEASE", None, holder.workstream, {"reason": reason, "reservation": holder.record_id,
+                                                                 "session_id": holder.session_id})
+            elif not holder.closed:  # a lease whose owner is gone: closed, its claims released
+                leases.close(self._conn, holder.record_id, at)
+                self._event("SESSION_CLOSE", holder.pid, holder.workstream, {"reason": reason,
+                                                                            "session_id": holder.session_id})
 
     def register(
         self, *, pid: int, name: str, workstream: str, ports: Sequence[int] = (), gpu_mb: int = 0,
@@ -269,7 +292,7 @@ class Fleet:
 
         ledger = Ledger.read(self._conn, self.clock.now())
         checks = decide_claims(self, ledger, req, os_listeners=listeners, suggestions=lambda p: [],
-                               exclude_record=existing.record_id if existing else None)
+                               exclude=("process", existing.record_id) if existing else None)
         self._drop_dead(ledger)
         denied = next(((res, c) for res, c in checks if not c["allowed"]), None)
         if denied is not None:
@@ -291,10 +314,13 @@ class Fleet:
         new_ports = [p for p in req.ports if p not in held_ports]
         held_repos = set(existing.repos) if existing else set()
         new_repos = [r for r in req.repos if r not in held_repos]
+        taken = self._take_over_reservations(ledger, req, record_id, new_ports, new_repos)
         for port in new_ports:
-            registry.add_claim(self._conn, record_id, "port", str(port), 0, now_iso)
+            if ("port", str(port)) not in taken:
+                registry.add_claim(self._conn, record_id, "port", str(port), 0, now_iso)
         for repo_dir in new_repos:
-            registry.add_claim(self._conn, record_id, "repo", repo_dir, 0, now_iso)
+            if ("repo", repo_dir) not in taken:
+                registry.add_claim(self._conn, record_id, "repo", repo_dir, 0, now_iso)
         if req.gpu_mb > 0:
             registry.add_claim(self._conn, record_id, "gpu", req.device or GPU_POOL, req.gpu_mb, now_iso)
         self._event("UPDATE" if existing else "REGISTER", pid, workstream if not existing else existing.workstream, {
@@ -304,6 +330,27 @@ class Fleet:
             "priority": priority, "session_id": req.session_id, "source": source, "gpu_device": req.device,
         })
         return None
+
+    def _take_over_reservations(self, ledger: Ledger, req: ClaimRequest, record_id: int, ports: Sequence[int],
+                                repos: Sequence[str]) -> set[tuple[str, str]]:
+        """The session's live reservations of the same ports and repos become the process's claims in place (no
+        moment in which they are free); its reserved GPU memory on the same device is replaced by the process's
+        claim. A reservation left with nothing is dropped. Returns the (kind, key) pairs moved."""
+        own = [c for c in ledger.live(ledger.claims) if c.holder.kind == "reservation"
+               and req.session_id is not None and c.holder.session_id == req.session_id]
+        wanted = {("port", str(p)) for p in ports} | {("repo", r) for r in repos}
+        moved = [c for c in own if (c.kind, c.key) in wanted]
+        leases.move_claims_to_process(self._conn, [c.claim_id for c in moved], record_id)
+        if req.gpu_mb > 0:
+            registry.delete_claims(self._conn, [c.claim_id for c in own
+                                                if c.kind == "gpu" and c.key == (req.device or GPU_POOL)])
+        for res_id in {c.holder.record_id for c in own}:
+            if not registry.holder_claims(self._conn, "reservation", res_id):
+                leases.delete_reservation(self._conn, res_id)
+        if moved:
+            self._event("CLAIM", None, None, {"taken_over_by_pid_record": record_id, "session_id": req.session_id,
+                                               "claims": [f"{c.kind}:{c.key}" for c in moved]})
+        return {(c.kind, c.key) for c in moved}
 
     def _conflict(self, pid: int, name: str, workstream: str, resource: str, reason: str,
                   holder: dict[str, Any] | None = None) -> Conflict:

@@ -12,17 +12,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_watch.core import paths
+from fleet_watch.core import liveness, paths
 from fleet_watch.core.external import ExternalLock
 from fleet_watch.models import Claim, GpuBudget, Holder
 from fleet_watch.probes.processes import death_reason
 from fleet_watch.store import registry
 
-DeathProbe = Callable[[Holder], str | None]
+# How a process's liveness is asked: of the kernel now, or of a process table a discovery cycle just scanned.
+DeathProbe = Callable[[int, float], str | None]
 
 
-def kernel_death(holder: Holder) -> str | None:
-    return death_reason(holder.pid, holder.start_time)
+def kernel_death(pid: int, start_time: float) -> str | None:
+    return death_reason(pid, start_time)
 
 
 @dataclass(slots=True)
@@ -30,9 +31,10 @@ class Ledger:
     claims: list[Claim]
     holders: list[Holder]
     probe: DeathProbe = kernel_death
+    now: float = 0.0
     external_locks: list[ExternalLock] = field(default_factory=list)  # repo locks of live external claims
     external_resources: list[dict[str, Any]] = field(default_factory=list)  # state.external_resources
-    _deaths: dict[int, str | None] = field(default_factory=dict)
+    _deaths: dict[tuple[str, int], str | None] = field(default_factory=dict)
 
     @classmethod
     def read(cls, conn: sqlite3.Connection, now: float, probe: DeathProbe = kernel_death) -> Ledger:
@@ -40,15 +42,15 @@ class Ledger:
         live by their own rule (present at the provider, expiry ahead of ``now``)."""
         from fleet_watch.service.external import external_repo_locks, live_external_resources
 
-        return cls(registry.all_claims(conn), registry.all_holders(conn), probe,
+        return cls(registry.all_claims(conn), registry.all_holders(conn), probe, now,
                    external_repo_locks(conn, now), live_external_resources(conn, now))
 
     # -- liveness -----------------------------------------------------------------------------------------
     def death(self, holder: Holder) -> str | None:
-        """Why ``holder`` holds nothing any more (``core.liveness``), or None while it lives. Asked once each."""
-        key = holder.record_id
+        """Why ``holder`` holds nothing any more (``core.liveness.holder_death``), or None. Asked once each."""
+        key = holder.key
         if key not in self._deaths:
-            self._deaths[key] = self.probe(holder)
+            self._deaths[key] = liveness.holder_death(holder, self.now, self.probe)
         return self._deaths[key]
 
     def live(self, claims: Iterable[Claim]) -> list[Claim]:
@@ -56,8 +58,8 @@ class Ledger:
 
     def dead_seen(self) -> list[tuple[Holder, str]]:
         """The holders found dead so far (only those some question needed): what a writer may clean."""
-        by_id = {h.record_id: h for h in self.holders}
-        return [(by_id[rid], why) for rid, why in self._deaths.items() if why is not None and rid in by_id]
+        by_key = {h.key: h for h in self.holders} | {c.holder.key: c.holder for c in self.claims}
+        return [(by_key[key], why) for key, why in self._deaths.items() if why is not None and key in by_key]
 
     def live_holders(self) -> list[Holder]:
         return [h for h in self.holders if self.death(h) is None]
@@ -79,18 +81,18 @@ class Ledger:
                          if c.kind == "gpu" and c.amount_mb > 0 and (device is None or c.key == device))
 
     def budget(self, total_mb: int, reserve_mb: int, device: str | None = None, *,
-               exclude: int | None = None) -> GpuBudget:
+               exclude: Callable[[Claim], bool] | None = None) -> GpuBudget:
         """The budget counts live *firm* claims only (an estimate is shown, never enforced); ``exclude`` leaves out
-        one holder's own claims (a process whose GPU claim is being replaced)."""
-        firm = [c for c in self.gpu_claims(device) if c.is_firm and c.holder.record_id != exclude]
+        the requester's own (a process whose GPU claim is being replaced, its session's reservation)."""
+        firm = [c for c in self.gpu_claims(device) if c.is_firm and not (exclude and exclude(c))]
         return GpuBudget(total_mb=total_mb, reserve_mb=reserve_mb, allocated_mb=sum(c.amount_mb for c in firm),
                          claims=tuple(firm))
 
     def estimated_mb(self, device: str | None = None) -> int:
         return sum(c.amount_mb for c in self.gpu_claims(device) if not c.is_firm)
 
-    def occupied_ports(self) -> dict[int, int]:
-        """{port: pid} over live port claims."""
+    def occupied_ports(self) -> dict[int, int | None]:
+        """{port: pid} over live port claims (None: held by a reservation or a lease, no process yet)."""
         return {int(c.key): c.holder.pid for c in self.live(c for c in self.claims if c.kind == "port")}
 
     def locked_repos(self) -> dict[str, int | None]:
@@ -100,5 +102,5 @@ class Ledger:
         return out
 
     def claims_of(self, holder: Holder) -> list[Claim]:
-        return [c for c in self.claims if c.holder.record_id == holder.record_id]
+        return [c for c in self.claims if c.holder.key == holder.key]
 

@@ -101,7 +101,7 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
 
 def render_checks(decided: dict[str, dict[str, Any]], req: GuardRequest, requested: int | None, pool: GpuBudget,
                   device: str | None, device_budget: GpuBudget | None, estimate: dict[str, Any] | None,
-                  fleet: Fleet, occupied: dict[int, int]) -> dict[str, dict[str, Any]]:
+                  fleet: Fleet, occupied: dict[int, int | None]) -> dict[str, dict[str, Any]]:
     """The contract's ``checks``: the decisions, with the suggestions an allowed port also carries and the working
     set folded into the GPU check."""
     checks: dict[str, dict[str, Any]] = {}

@@ -105,7 +105,7 @@ class Watcher:
             saved = save_cycle(self.fleet.settings.home, {**tick.monitor, "cycle_seconds": round(tick.cycle_s, 4)},
                                sessions=tick.sessions, idle=tick.idle)
             index = snap.index
-            tick.report = write_reports(self.fleet, probe=lambda h: death_in_scan(h.pid, h.start_time, index),
+            tick.report = write_reports(self.fleet, probe=lambda pid, start: death_in_scan(pid, start, index),
                                         cycle=saved)
             self.previous = current
         except FleetError as err:

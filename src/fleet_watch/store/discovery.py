@@ -65,8 +65,20 @@ def port_holders(conn: sqlite3.Connection, ports: Iterable[int]) -> dict[int, in
     if not keys:
         return {}
     marks = ", ".join("?" for _ in keys)
-    rows = conn.execute(f"SELECT key, process_id FROM claims WHERE kind = 'port' AND key IN ({marks})", keys)
+    rows = conn.execute(f"SELECT key, process_id FROM claims WHERE kind = 'port' AND key IN ({marks}) "
+                        "AND process_id IS NOT NULL", keys)
     return {int(k): int(rid) for k, rid in rows}
+
+
+def held_without_process(conn: sqlite3.Connection, ports: Iterable[int]) -> set[int]:
+    """Ports of ``ports`` that a reservation or a session lease holds (no process registered on them yet)."""
+    keys = [str(p) for p in ports]
+    if not keys:
+        return set()
+    marks = ", ".join("?" for _ in keys)
+    rows = conn.execute(f"SELECT key FROM claims WHERE kind = 'port' AND key IN ({marks}) AND process_id IS NULL",
+                        keys)
+    return {int(k) for (k,) in rows}
 
 
 def conflict_logged(conn: sqlite3.Connection, *, pid: int, start_time: float, port: int) -> bool:

@@ -91,3 +91,56 @@ def m003_external_resources(conn: sqlite3.Connection) -> None:
     from fleet_watch.store.external import migrate
 
     migrate(conn)
+
+
+@migration
+def m004_leases_and_reservations(conn: sqlite3.Connection) -> None:
+    """Session leases and reservations, and claims that any of the three holders can hold.
+
+    A claim's holder is exactly one of: a registered process, a session lease (its repo), or a reservation made
+    before a process exists (``fleet claim``). The port index stays one over *all* claims, so a reservation and a
+    process can never both hold one port, whatever the Python above does.
+    """
+    for statement in (
+        """CREATE TABLE leases (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL UNIQUE,
+            owner_pid INTEGER,
+            owner_start_time REAL,
+            owner_uid INTEGER,
+            started_at TEXT NOT NULL,
+            last_heartbeat TEXT NOT NULL,
+            closed_at TEXT
+        )""",
+        """CREATE TABLE reservations (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            uid INTEGER,
+            created_at TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        )""",
+        "CREATE INDEX reservations_session ON reservations(session_id)",
+        """CREATE TABLE claims_new (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('port', 'repo', 'gpu')),
+            key TEXT NOT NULL,
+            amount_mb INTEGER NOT NULL DEFAULT 0 CHECK (amount_mb >= 0),
+            process_id INTEGER REFERENCES processes(id) ON DELETE CASCADE,
+            created_at TEXT NOT NULL,
+            basis TEXT NOT NULL DEFAULT 'declared'
+                CHECK (basis IN ('declared', 'measured', 'reserved', 'estimate')),
+            lease_id INTEGER REFERENCES leases(id) ON DELETE CASCADE,
+            reservation_id INTEGER REFERENCES reservations(id) ON DELETE CASCADE,
+            CHECK ((process_id IS NOT NULL) + (lease_id IS NOT NULL) + (reservation_id IS NOT NULL) = 1)
+        )""",
+        "INSERT INTO claims_new (id, kind, key, amount_mb, process_id, created_at, basis) "
+        "SELECT id, kind, key, amount_mb, process_id, created_at, basis FROM claims",
+        "DROP TABLE claims",
+        "ALTER TABLE claims_new RENAME TO claims",
+        "CREATE UNIQUE INDEX claims_port_exclusive ON claims(key) WHERE kind = 'port'",
+        "CREATE INDEX claims_kind_key ON claims(kind, key)",
+        "CREATE INDEX claims_process ON claims(process_id)",
+        "CREATE INDEX claims_lease ON claims(lease_id)",
+        "CREATE INDEX claims_reservation ON claims(reservation_id)",
+    ):
+        conn.execute(statement)

@@ -22,12 +22,24 @@ def insert_process(conn: sqlite3.Connection, **row: Any) -> int:
     return cur.lastrowid
 
 
+_HOLDER_ID_COLUMN = {"process": "process_id", "lease": "lease_id", "reservation": "reservation_id"}
+
+
 def add_claim(conn: sqlite3.Connection, record_id: int, kind: str, key: str, amount_mb: int, created_at: str,
-              basis: str = "declared") -> None:
+              basis: str = "declared", holder_kind: str = "process") -> None:
+    column = _HOLDER_ID_COLUMN[holder_kind]
     conn.execute(
-        "INSERT INTO claims (kind, key, amount_mb, process_id, created_at, basis) VALUES (?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO claims (kind, key, amount_mb, {column}, created_at, basis) VALUES (?, ?, ?, ?, ?, ?)",
         (kind, key, amount_mb, record_id, created_at, basis),
     )
+
+
+def holder_claims(conn: sqlite3.Connection, holder_kind: str, record_id: int) -> list[Claim]:
+    return _claims(conn, f"WHERE c.{_HOLDER_ID_COLUMN[holder_kind]} = ?", (record_id,))
+
+
+def delete_claims(conn: sqlite3.Connection, claim_ids: Iterable[int]) -> None:
+    conn.executemany("DELETE FROM claims WHERE id = ?", [(i,) for i in claim_ids])
 
 
 def delete_process(conn: sqlite3.Connection, record_id: int) -> None:
@@ -63,7 +75,8 @@ def _records(conn: sqlite3.Connection, where: str = "", params: Iterable[Any] = 
             "SELECT process_id, kind, key, amount_mb, basis FROM claims WHERE process_id = ? ORDER BY id", (ids[0],)
         )
     else:
-        claim_rows = conn.execute("SELECT process_id, kind, key, amount_mb, basis FROM claims ORDER BY id")
+        claim_rows = conn.execute("SELECT process_id, kind, key, amount_mb, basis FROM claims "
+                                  "WHERE process_id IS NOT NULL ORDER BY id")
     for process_id, kind, key, amount, basis in claim_rows:
         if process_id in claims:
             claims[process_id].append((kind, key, amount, basis))
@@ -109,15 +122,29 @@ def _holder(row: tuple[Any, ...]) -> Holder:
 
 
 _HOLDER_COLUMNS = "p.id, p.pid, p.start_time, p.name, p.workstream, p.session_id, p.priority"
+# Every claim with its holder, whichever of the three kinds it is (exactly one of the three ids is set).
 _CLAIM_JOIN = (
-    f"SELECT {_HOLDER_COLUMNS}, c.kind, c.key, c.amount_mb, c.basis "
-    "FROM claims c JOIN processes p ON p.id = c.process_id "
+    f"SELECT {_HOLDER_COLUMNS}, c.kind, c.key, c.amount_mb, c.basis, "
+    "l.id, l.session_id, l.owner_pid, l.owner_start_time, l.closed_at, "
+    "r.id, r.session_id, r.expires_at, c.id "
+    "FROM claims c LEFT JOIN processes p ON p.id = c.process_id LEFT JOIN leases l ON l.id = c.lease_id "
+    "LEFT JOIN reservations r ON r.id = c.reservation_id "
 )
+
+
+def _claim_holder(row: tuple[Any, ...]) -> Holder:
+    if row[0] is not None:
+        return _holder(row)
+    if row[11] is not None:
+        return Holder(record_id=row[11], kind="lease", pid=row[13], start_time=row[14], name=f"session {row[12]}",
+                      workstream=row[12], session_id=row[12], priority=3, closed=row[15] is not None)
+    return Holder(record_id=row[16], kind="reservation", pid=None, start_time=None, name=f"reservation {row[16]}",
+                  workstream=row[17], session_id=row[17], priority=3, expires_at=row[18])
 
 
 def _claims(conn: sqlite3.Connection, where: str, params: Iterable[Any]) -> list[Claim]:
     return [
-        Claim(kind=row[7], key=row[8], amount_mb=row[9], basis=row[10], holder=_holder(row))
+        Claim(kind=row[7], key=row[8], amount_mb=row[9], basis=row[10], holder=_claim_holder(row), claim_id=row[19])
         for row in conn.execute(_CLAIM_JOIN + where + " ORDER BY c.id", tuple(params))
     ]
 
