@@ -48,6 +48,13 @@ class UsageError(FleetError):
     kind = "usage_error"
 
 
+class Forbidden(FleetError):
+    """The caller may not do this to a resource it does not own (another user's, another session's lease)."""
+
+    exit_code = ExitCode.DENIED
+    kind = "forbidden"
+
+
 class NotFound(FleetError):
     exit_code = ExitCode.NOT_FOUND
     kind = "not_found"

@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "heartbeat": ("fleet_watch.cli.processes", "heartbeat", "Refresh the heartbeat of a registered process."),
     "release": ("fleet_watch.cli.processes", "release", "Release a process's claims (--pid) or one port (--port)."),
     "clean": ("fleet_watch.cli.processes", "clean", "Drop rows whose process is gone; log expired heartbeats."),
+    "session": ("fleet_watch.cli.sessions", "session", "Session leases: start, heartbeat, ensure, close, list."),
+    "claim": ("fleet_watch.cli.sessions", "claim", "Reserve a port (or auto), repo or GPU memory ahead of a process."),
     "estimate": ("fleet_watch.cli.estimate", "estimate", "Will a model fit? Its memory working set before launch."),
     "history": ("fleet_watch.cli.history", "history", "The hash-chained audit trail; --verify checks it."),
     "discover": ("fleet_watch.cli.discover", "discover", "Scan processes once; register, update and clean workloads."),

@@ -13,8 +13,9 @@ import click
 
 if TYPE_CHECKING:
     _FloatType = click.ParamType[float]  # generic in the stubs of click >= 8.2; plain at runtime before
+    _PortOrAutoType = click.ParamType[int | str]
 else:
-    _FloatType = click.ParamType
+    _FloatType = _PortOrAutoType = click.ParamType
 
 PORT = click.IntRange(1, 65535)
 PID = click.IntRange(1, 2**31 - 1)
@@ -40,3 +41,14 @@ class FiniteFloat(_FloatType):
         if not math.isfinite(number) or not self.low <= number <= self.high:
             self.fail(f"{str(value)[:40]!r} is not a finite number from {self.low:g} to {self.high:g}", param, ctx)
         return number
+
+
+class PortOrAuto(_PortOrAutoType):
+    """A port number, or ``auto``: the first free port that really binds, picked inside the reservation."""
+
+    name = "port|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if value == "auto":
+            return "auto"
+        return PORT.convert(value, param, ctx)

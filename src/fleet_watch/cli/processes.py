@@ -65,13 +65,24 @@ def heartbeat(pid: int, as_json: bool) -> int:
 @click.command()
 @click.option("--pid", type=PID, help="Release every claim of this process and forget it.")
 @click.option("--port", type=PORT, help="Release just this port claim (with --pid: only if that process holds it).")
+@click.option("--claim", "claim_id", type=click.IntRange(1, 2**62), help="Release a reservation (fleet claim).")
 @click.option("--json", "as_json", is_flag=True)
-def release(pid: int | None, port: int | None, as_json: bool) -> int:
-    """Release a process (--pid), a single port claim (--port), or one port of one process (both)."""
-    if pid is None and port is None:
-        raise UsageError("specify --pid or --port")
+def release(pid: int | None, port: int | None, claim_id: int | None, as_json: bool) -> int:
+    """Release a process (--pid), a single port claim (--port), one port of one process (both), or a
+    reservation (--claim)."""
+    if pid is None and port is None and claim_id is None:
+        raise UsageError("specify --pid, --port or --claim")
+    if claim_id is not None and (pid is not None or port is not None):
+        raise UsageError("--claim releases a reservation on its own; not with --pid or --port")
     with open_fleet() as fleet:
-        if port is not None:
+        if claim_id is not None:
+            from fleet_watch.service import claims
+
+            res = claims.release(fleet, claim_id)
+            released: dict[str, object] = {"claim_id": res.reservation_id, "session_id": res.session_id,
+                                           "ports": list(res.ports), "repos": list(res.repos)}
+            text = f"Released claim {claim_id} (session {res.session_id})"
+        elif port is not None:
             rec = fleet.release_port(port, pid=pid)
             released = {"pid": rec.pid, "name": rec.name, "port": port}
             text = f"Released port {port} (was PID {rec.pid}, {rec.name})"

@@ -68,16 +68,22 @@ def build_state(
     sessions: Sequence[Mapping[str, Any]] = (), idle: Sequence[Mapping[str, Any]] = (),
     gpu_memory_monitor: Mapping[str, Any] | None = None, ownership: Ownership | None = None,
     external_resources: Sequence[Mapping[str, Any]] = (), external_repo_locks: Sequence[str] = (),
+    ports_claimed: Mapping[int, int | None] | None = None, repos_locked: Mapping[str, int | None] | None = None,
 ) -> dict[str, Any]:
+    """``ports_claimed``/``repos_locked``, when given, are the ledger's (every live holder: processes, leases,
+    reservations, external claims); otherwise they are derived from the live registered processes."""
     ordered = sorted(records, key=lambda r: (-r.priority, r.registered_at))
     live = [r for r in ordered if alive.get(r.record_id) is not False]
     owned = ownership or Ownership()
     classified = [classification_view(r, owned) for r in ordered if r.record_id in owned.classes]
-    repos_locked: dict[str, int | None] = {repo: r.pid for r in live for repo in r.repos}
+    locked: dict[str, int | None] = ({repo: r.pid for r in live for repo in r.repos} if repos_locked is None
+                                     else dict(repos_locked))
     for lease in owned.leases:
         if lease.is_active and lease.repo_dir is not None:
-            repos_locked.setdefault(lease.repo_dir, lease.owner_pid)
-    repos_locked.update({repo: None for repo in external_repo_locks if repo not in repos_locked})
+            locked.setdefault(lease.repo_dir, lease.owner_pid)
+    locked.update({repo: None for repo in external_repo_locks if repo not in locked})
+    ports = ({str(p): r.pid for r in live for p in r.ports} if ports_claimed is None
+             else {str(p): pid for p, pid in sorted(ports_claimed.items())})
     return {
         "agent_interface": AGENT_INTERFACE,
         "generated_utc": iso_utc(now),
@@ -85,10 +91,10 @@ def build_state(
         "external_resources": [dict(e) for e in external_resources],
         "process_count": len(live),
         "gpu_budget": budget.to_dict(),
-        "ports_claimed": {str(p): r.pid for r in live for p in r.ports},
+        "ports_claimed": ports,
         "preferred_ports": list(preferred_ports),
         "safe_ports": list(safe_ports),
-        "repos_locked": repos_locked,
+        "repos_locked": locked,
         "session_leases": [lease.to_dict() for lease in owned.leases],
         "process_classifications": classified,
         "stale_processes": [c for c in classified if c["classification"] in STALE_CLASSES],

@@ -211,21 +211,23 @@ class Fleet:
     def _event(self, event_type: str, pid: int | None, workstream: str | None, detail: dict[str, Any]) -> None:
         self.event(self._conn, event_type, pid, workstream, detail)
 
-    def _drop_dead(self, ledger: Ledger) -> None:
-        """A writer cleans (and logs) the dead holders its decision came across: they held nothing already."""
+    def drop_dead(self, conn: sqlite3.Connection, ledger: Ledger) -> None:
+        """A writer (inside ``writing()``) cleans, and logs, the dead holders its decision came across: they held
+        nothing already. A dead process's row goes; an expired reservation goes; a lease whose owner is gone is
+        closed (its row stays, as evidence for classification)."""
         at = clocks.iso_utc(self.clock.now())
         for holder, reason in ledger.dead_seen():
             if holder.kind == "process":
-                registry.delete_process(self._conn, holder.record_id)
-                self._event("CLEAN", holder.pid, holder.workstream, {"reason": reason, "name": holder.name})
+                registry.delete_process(conn, holder.record_id)
+                self.event(conn, "CLEAN", holder.pid, holder.workstream, {"reason": reason, "name": holder.name})
             elif holder.kind == "reservation":
-                leases.delete_reservation(self._conn, holder.record_id)
-                self._event("RELEASE", None, holder.workstream, {"reason": reason, "reservation": holder.record_id,
-                                                                 "session_id": holder.session_id})
-            elif not holder.closed:  # a lease whose owner is gone: closed, its claims released
-                leases.close(self._conn, holder.record_id, at)
-                self._event("SESSION_CLOSE", holder.pid, holder.workstream, {"reason": reason,
-                                                                            "session_id": holder.session_id})
+                leases.delete_reservation(conn, holder.record_id)
+                self.event(conn, "RELEASE", None, holder.workstream, {
+                    "reason": reason, "claim_id": holder.record_id, "session_id": holder.session_id})
+            elif not holder.closed:
+                leases.close(conn, holder.record_id, at)
+                self.event(conn, "SESSION_CLOSE", holder.pid, holder.workstream, {
+                    "reason": reason, "session_id": holder.session_id})
 
     def register(
         self, *, pid: int, name: str, workstream: str, ports: Sequence[int] = (), gpu_mb: int = 0,
@@ -293,7 +295,7 @@ class Fleet:
         ledger = Ledger.read(self._conn, self.clock.now())
         checks = decide_claims(self, ledger, req, os_listeners=listeners, suggestions=lambda p: [],
                                exclude=("process", existing.record_id) if existing else None)
-        self._drop_dead(ledger)
+        self.drop_dead(self._conn, ledger)
         denied = next(((res, c) for res, c in checks if not c["allowed"]), None)
         if denied is not None:
             resource, check = denied
@@ -411,6 +413,11 @@ class Fleet:
         records = self.records()
         verdicts = {r.record_id: death_reason(r.pid, r.start_time) for r in records}
         with immediate(self._conn):
+            ledger = Ledger.read(self._conn, now)
+            for c in ledger.claims:  # expired reservations, leases whose owner is gone
+                if c.holder.kind != "process":
+                    ledger.death(c.holder)
+            self.drop_dead(self._conn, ledger)
             already = registry.stale_logged(self._conn)
             for rec in registry.list_records(self._conn):
                 reason = verdicts[rec.record_id] if rec.record_id in verdicts else death_reason(rec.pid,

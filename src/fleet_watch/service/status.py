@@ -47,5 +47,6 @@ def gather_state(fleet: Fleet, *, probe: DeathProbe | None = None,
         system_memory=memory,
         sessions=last_cycle.listed(cycle, "sessions"), idle=last_cycle.listed(cycle, "idle"),
         gpu_memory_monitor=last_cycle.monitor_of(cycle), ownership=ownership_inputs(fleet, now, records, alive),
+        ports_claimed=ledger.occupied_ports(), repos_locked=ledger.locked_repos(),
         external_resources=ledger.external_resources, external_repo_locks=[lk.repo_dir for lk in ledger.external_locks],
     )
