@@ -4,10 +4,14 @@ Needs the optional extra: ``pip install -e '.[bench]'`` (llama-cpp-python; build
 
 1. Generates small random-weight llama-architecture GGUF models with ``gguf.GGUFWriter`` (F16, Q8_0, Q4_0;
    12 layers, hidden 1024, 16 heads, 4 KV heads, FFN 2816, a synthetic 32000-token SPM vocabulary).
-2. For each model, context length and KV type, starts a fresh Python child that loads the model with
-   llama-cpp-python (flash attention on, 2 threads), evaluates a 512-token prompt, generates 8 tokens, and reports
-   its peak RSS (VmHWM) and llama.cpp's own KV size from its log. The estimate for the same inputs comes from
-   ``fleet_watch.service.estimate.evaluate`` (framework llama_cpp, this machine's CPU).
+2. For each model, context length, KV type and flash-attention setting, starts a fresh Python child that loads
+   the model with llama-cpp-python (2 threads, ubatch 512), evaluates a prompt (``full``: the context less 8
+   tokens, so that the attention of the last micro-batch spans the whole cache, the worst case the estimate is
+   for; or 512 tokens where a full prefill would take too long on 2 cores), generates 8 tokens, and reports its
+   peak RSS (VmHWM) and llama.cpp's own KV and compute buffer sizes from its log. The estimate for the same inputs
+   comes from ``fleet_watch.service.estimate.evaluate`` (framework llama_cpp, a CPU, ``--flash-attn`` as run).
+   Without flash attention the compute figure includes ggml-cpu's f16 copy of the scores, which llama.cpp's log
+   line does not count (facts §A4.1).
 3. Compares catalog weight predictions with published GGUF file sizes (sources listed in PUBLISHED).
 
 Usage: ``python bench/estimator_accuracy.py [--workdir DIR] [--quick]``. Prints one table per part.
@@ -54,11 +58,11 @@ SHAPE = {"layers": 12, "hidden": 1024, "heads": 16, "kv_heads": 4, "ff": 2816, "
 CHILD = r"""
 import json, re, sys, time
 import llama_cpp
-path, n_ctx, kv = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+path, n_ctx, kv, flash, n_prompt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "on", int(sys.argv[5])
 types = {"f16": 1, "q8_0": 8, "q4_0": 2}
-llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=2, n_batch=512, n_ubatch=512, flash_attn=True,
+llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=2, n_batch=512, n_ubatch=512, flash_attn=flash,
                       type_k=types[kv], type_v=types[kv], verbose=True, seed=1)
-tokens = [(i * 7919) % 31000 + 300 for i in range(512)]
+tokens = [(i * 7919) % 31000 + 300 for i in range(n_prompt)]
 llm.eval(tokens)
 for _ in range(8):
     tok = llm.sample(temp=0.0)
@@ -130,9 +134,9 @@ def write_model(path: Path, qtype: str) -> None:
     w.close()
 
 
-def measure(path: Path, ctx: int, kv: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(ctx), kv], capture_output=True, text=True,
-                          timeout=900, check=False)
+def measure(path: Path, ctx: int, kv: str, flash: str, n_prompt: int) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(ctx), kv, flash, str(n_prompt)],
+                          capture_output=True, text=True, timeout=3600, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"llama.cpp child failed ({proc.returncode}): {proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -151,30 +155,44 @@ def settings() -> Any:
                     physical_ram_mb=1 << 20, raw=doc)
 
 
-def part_llama_cpp(workdir: Path, quick: bool) -> None:
-    from fleet_watch.service.estimate import evaluate
+# (weights, context, KV type, flash attention, prompt): "full" fills the context; 512 where that takes too long.
+CASES: list[tuple[str, int, str, str, str]] = [
+    ("F16", 2048, "f16", "on", "full"), ("F16", 2048, "f16", "off", "full"),
+    ("F16", 8192, "f16", "on", "full"), ("F16", 8192, "f16", "off", "full"),
+    ("Q8_0", 8192, "f16", "on", "full"), ("Q8_0", 8192, "f16", "off", "full"),
+    ("Q4_0", 8192, "f16", "on", "full"), ("Q4_0", 8192, "f16", "off", "full"),
+    ("F16", 8192, "q8_0", "on", "full"), ("Q4_0", 8192, "q4_0", "on", "full"),
+    ("F16", 32768, "f16", "on", "512"), ("Q8_0", 32768, "f16", "on", "512"), ("Q4_0", 32768, "f16", "on", "512"),
+]
+QUICK = [("F16", 2048, "f16", "on", "full"), ("F16", 2048, "f16", "off", "full")]
 
-    print("\n## 1. Estimate vs llama.cpp (llama-cpp-python, CPU, flash attention on, 512-token prompt)\n")
-    print("| model | ctx | kv | est. weights MiB | est. KV MiB | llama.cpp KV MiB | KV err | est. total MiB "
-          "| measured peak RSS MiB | total err |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    cases = [(q, c, k) for q in ("F16", "Q8_0", "Q4_0") for c, k in
-             ((2048, "f16"), (8192, "f16"), (32768, "f16"), (8192, "q8_0"), (8192, "q4_0"))]
-    if quick:
-        cases = cases[:2]
-    for qtype, ctx, kv in cases:
+
+def part_llama_cpp(workdir: Path, quick: bool) -> list[float]:
+    """One row per case; returns the total errors (estimate / measured peak - 1)."""
+    from fleet_watch.service.estimate import EstimateRequest, evaluate
+
+    print("\n## 1. Estimate vs llama.cpp (llama-cpp-python, CPU, 2 threads, ubatch 512)\n")
+    print("| model | ctx | kv | flash attn | prompt | est. KV MiB | llama.cpp KV MiB | est. compute MiB "
+          "| llama.cpp compute MiB | est. total MiB | measured peak RSS MiB | total err |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    errors: list[float] = []
+    for qtype, ctx, kv, flash, prompt in QUICK if quick else CASES:
         path = workdir / f"bench-{qtype}.gguf"
         if not path.exists():
             t0 = time.monotonic()
             write_model(path, qtype)
             print(f"<!-- wrote {path.name} in {time.monotonic() - t0:.0f}s -->", flush=True)
-        est = evaluate(settings(), framework="llama_cpp", model=str(path), ctx=ctx, kv_dtype=kv)["working_set"]
-        got = measure(path, ctx, kv)
+        request = EstimateRequest(framework="llama_cpp", model=str(path), ctx=ctx, kv_dtype=kv, flash_attn=flash)
+        est = evaluate(settings(), request)["working_set"]
+        assert est["flash_attn"] == flash, est
+        got = measure(path, ctx, kv, flash, ctx - 8 if prompt == "full" else int(prompt))
         peak = got["peak_rss"] / MIB
-        kv_log = got["kv_mib_logged"]
-        kv_err = f"{100 * (est['kv_min_mb'] / kv_log - 1):+.1f}%" if kv_log else "n/a"
-        print(f"| {qtype} | {ctx} | {kv} | {est['weights_mb']} | {est['kv_min_mb']} | {kv_log} | {kv_err} "
-              f"| {est['total_mb']} | {peak:.0f} | {100 * (est['total_mb'] / peak - 1):+.1f}% |", flush=True)
+        err = est["total_mb"] / peak - 1
+        errors.append(err)
+        print(f"| {qtype} | {ctx} | {kv} | {flash} | {prompt} | {est['kv_min_mb']} | {got['kv_mib_logged']} "
+              f"| {est['activations_mb']} | {got['compute_mib_logged']} | {est['total_mb']} | {peak:.0f} "
+              f"| {100 * err:+.1f}% |", flush=True)
+    return errors
 
 
 def part_published() -> None:
@@ -199,7 +217,7 @@ def part_published() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, help="where to keep the generated GGUF files (default: a temp dir)")
-    parser.add_argument("--quick", action="store_true", help="two llama.cpp cases only")
+    parser.add_argument("--quick", action="store_true", help="two llama.cpp cases only (2048 tokens, on and off)")
     args = parser.parse_args()
     part_published()
     try:
@@ -209,11 +227,14 @@ def main() -> int:
         return 3
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        part_llama_cpp(args.workdir, args.quick)
+        errors = part_llama_cpp(args.workdir, args.quick)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            part_llama_cpp(Path(tmp), args.quick)
-    return 0
+            errors = part_llama_cpp(Path(tmp), args.quick)
+    worst = max(errors, key=abs)
+    print(f"\nTotal vs measured peak: {100 * min(errors):+.1f}% ... {100 * max(errors):+.1f}% "
+          f"(worst {100 * worst:+.1f}%; target within 10%)")
+    return 0 if abs(worst) <= 0.10 else 1
 
 
 if __name__ == "__main__":

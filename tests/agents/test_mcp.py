@@ -54,14 +54,14 @@ def test_tools_and_guard_answer_like_the_cli(fleet, fleet_home: Path, children: 
     tools, results = _session(fleet_home, [
         ("guard", {"port": held}), ("guard", {"port": free, "model": "qwen2.5-7B-Q4_K_M", "ctx": 4096}),
         ("check", {"port": held}), ("estimate", {"model": "qwen2.5-7B-Q4_K_M", "ctx": 8192}), ("status", {}),
-        ("release", {"pid": 999_999}), ("guard", {"port": 70000}),
+        ("release", {"pid": 999_999}), ("guard", {"port": 70000}), ("estimate", {"model": "no-such-model-xyz"}),
     ])
     assert {t.name for t in tools} == TOOLS
     guard_tool = next(t for t in tools if t.name == "guard")
     assert guard_tool.input_schema["properties"]["port"]["anyOf"][0] == {"type": "integer", "minimum": 1,
                                                                         "maximum": 65535}
 
-    denied, allowed, check, estimate, status, missing, invalid = results
+    denied, allowed, check, estimate, status, missing, invalid, unknown = results
     cli = fleet("guard", "--port", str(held), "--json")
     assert cli.returncode == 1
     doc = _doc(denied)
@@ -86,6 +86,10 @@ def test_tools_and_guard_answer_like_the_cli(fleet, fleet_home: Path, children: 
     assert error == fleet("release", "--pid", "999999", "--json").json()
     assert error["exit_code"] == 3
     assert invalid.is_error  # typed input: 70000 is not a port, refused before the tool runs
+    assert unknown.is_error
+    cli_unknown = fleet("estimate", "--model", "no-such-model-xyz", "--json")
+    assert cli_unknown.returncode == 3
+    assert json.loads(unknown.content[0].text.split(": ", 1)[1]) == cli_unknown.json()
 
 
 def test_release_tool_releases(fleet, fleet_home: Path, children: Children) -> None:

@@ -125,3 +125,11 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, Sequence[int]]])
 @pytest.fixture
 def gguf_writer() -> Callable[..., int]:
     return write_gguf
+
+
+def estimate(settings_: Settings, *, environ: dict[str, str] | None = None, allocated_mb: int = 0,
+             **request: Any) -> dict[str, Any]:
+    """``service.estimate.evaluate`` for a request given as keywords (the fields of ``EstimateRequest``)."""
+    from fleet_watch.service.estimate import EstimateRequest, evaluate
+
+    return evaluate(settings_, EstimateRequest(**request), allocated_mb=allocated_mb, environ=environ)

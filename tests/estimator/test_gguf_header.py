@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -73,19 +72,16 @@ def test_agrees_with_the_gguf_package(tmp_path: Path, matrix: str) -> None:
     assert {t.name: (t.shape, t.type_name, ggml_bytes(t.type_name, t.n_elements)) for t in header.tensors} == tensors
 
 
-def test_a_real_sized_vocabulary_is_skipped_quickly(tmp_path: Path) -> None:
+def test_a_real_sized_vocabulary_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "vocab.gguf"
     _with_vocab(path, 151_936)  # Qwen2.5's vocabulary size
     meta, tensors = _oracle(path)
-    start = time.perf_counter()
-    header = read_header(path)
-    elapsed = time.perf_counter() - start
+    header = read_header(path)  # bench/estimator_inputs.py measures how long this takes
     assert header.metadata == meta
     assert header.metadata["tokenizer.ggml.tokens"] is None
     assert header.metadata["qwen2.small_list"] == [1, 2, 3]
     assert header.metadata["general.tags"] == ["a", "b"]
     assert {t.name for t in header.tensors} == set(tensors)
-    print(f"header with a 151,936-token vocabulary: {elapsed * 1000:.0f} ms")  # GGUFReader: seconds
 
 
 def test_type_ids_and_block_sizes_match_the_package() -> None:

@@ -1,12 +1,13 @@
-"""Damaged, hostile and odd inputs: every one is a one-line usage error (exit 2) or an honest answer, quickly;
-none is a traceback, a hang, or a tiny made-up model that lets the guard allow."""
+"""Damaged, hostile and odd inputs: every one is a one-line usage error (exit 2) or an honest answer; none is a
+traceback, a hang, or a tiny made-up model that lets the guard allow. How long the refusals take is measured by
+``bench/estimator_inputs.py`` (no timing assertions here)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ from fleet_watch.core.estimator.naming import parse_size
 from fleet_watch.errors import UsageError
 from fleet_watch.probes.modelfiles import read_gguf
 from fleet_watch.service import memory_target
-from fleet_watch.service.estimate import estimate_from_command, evaluate
+from fleet_watch.service.estimate import estimate_from_command
 from fleet_watch.service.memory_target import machine_memory
-from tests.estimator.conftest import llama_meta, llama_tensors, settings, write_gguf, write_safetensors
+from tests.estimator.conftest import estimate, llama_meta, llama_tensors, settings, write_gguf, write_safetensors
 from tests.estimator.test_modelfiles import QWEN_CONFIG
 
 
@@ -33,27 +34,34 @@ def _folder(root: Path, name: str, config: dict[str, Any], *, offsets: object = 
     return folder
 
 
-BROKEN_CONFIGS: dict[str, dict[str, Any]] = {
-    "mlx-bits-text": {**QWEN_CONFIG, "quantization": {"bits": "abc", "group_size": 64}},
-    "mlx-group-null": {**QWEN_CONFIG, "quantization": {"bits": 4, "group_size": None}},
-    "mlx-group-zero": {**QWEN_CONFIG, "quantization": {"bits": 4, "group_size": 0}},
-    "billion-layers": {**QWEN_CONFIG, "num_hidden_layers": 1_000_000_000},
-    "zero-heads": {**QWEN_CONFIG, "num_attention_heads": 0, "num_key_value_heads": 0},
-    "negative-layers": {**QWEN_CONFIG, "num_hidden_layers": -4},
-    "negative-context": {**QWEN_CONFIG, "max_position_embeddings": -1},
+# name -> (config.json, what the one-line error must say)
+BROKEN_CONFIGS: dict[str, tuple[dict[str, Any], str]] = {
+    "mlx-bits-text": ({**QWEN_CONFIG, "quantization": {"bits": "abc", "group_size": 64}},
+                      "config.json has a malformed quantization field"),
+    "mlx-group-null": ({**QWEN_CONFIG, "quantization": {"bits": 4, "group_size": None}},
+                       "config.json has a malformed quantization field"),
+    "mlx-group-zero": ({**QWEN_CONFIG, "quantization": {"bits": 4, "group_size": 0}},
+                       "config.json declares an implausible quantization: 4 bits, group size 0"),
+    "billion-layers": ({**QWEN_CONFIG, "num_hidden_layers": 1_000_000_000},
+                       "billion-layers: config.json describes an implausible model: layers=1000000000"),
+    "zero-heads": ({**QWEN_CONFIG, "num_attention_heads": 0, "num_key_value_heads": 0},
+                   "zero-heads: config.json describes an implausible model: heads=0"),
+    "negative-layers": ({**QWEN_CONFIG, "num_hidden_layers": -4},
+                        "negative-layers: config.json describes an implausible model: layers=-4"),
+    "negative-context": ({**QWEN_CONFIG, "max_position_embeddings": -1},
+                         "negative-context: config.json describes an implausible model: context=-1"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN_CONFIGS))
 def test_broken_hf_folders_are_usage_errors(fleet: Any, tmp_path: Path, name: str) -> None:
-    folder = _folder(tmp_path, name, BROKEN_CONFIGS[name])
-    start = time.perf_counter()
-    out = fleet("estimate", "--model", str(folder), "--json", timeout=30)
-    assert time.perf_counter() - start < 10
+    config, message = BROKEN_CONFIGS[name]
+    folder = _folder(tmp_path, name, config)
+    out = fleet("estimate", "--model", str(folder), "--json", timeout=60)
     assert out.returncode == 2, out.stdout
     doc = json.loads(out.stdout)
     assert doc["error"] == "usage_error"
-    assert name in doc["reason"] or "config.json" in doc["reason"] or "implausible" in doc["reason"]
+    assert message in doc["reason"]
     guard = fleet("guard", "--model", str(folder), "--json", timeout=30)
     assert (guard.returncode, guard.json()["allowed"]) == (2, False)
 
@@ -109,14 +117,14 @@ def test_hf_cache_ref_that_is_not_text_falls_back_to_the_snapshot(tmp_path: Path
     write_safetensors(snap / "model.safetensors", {"w": ("BF16", (4, 4))})
     (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
     (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_bytes(b"\xff\xfe\x00garbage")
-    out = evaluate(settings(), framework="vllm", model="org/tiny", environ={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    out = estimate(settings(), framework="vllm", model="org/tiny", environ={"HF_HUB_CACHE": str(tmp_path / "hub")})
     assert out["working_set"]["model_source"] == "hf_cache"
 
 
 @pytest.mark.parametrize(("size", "low", "high"), [("500B", 450, 550), ("1000B", 950, 1050), ("7B", 6.5, 7.5),
                                                     ("0.5B", 0.45, 0.55), ("125M", 0.1, 0.15)])
 def test_any_size_gets_a_shape_of_that_size(size: str, low: float, high: float) -> None:
-    arch = evaluate(settings(), framework="llama_cpp", model=size)["architecture"]
+    arch = estimate(settings(), framework="llama_cpp", model=size)["architecture"]
     assert low < arch["params"] / 1e9 < high
 
 
@@ -126,24 +134,25 @@ def test_absurd_sizes_are_refused(fleet: Any) -> None:
     assert "implausible" in out.json()["reason"]
 
 
-@pytest.mark.parametrize("name", ["Qwen2.5-7B-Instruct-1M", "Qwen2.5-14B-Instruct-1M", "Llama-3.1-8B-Instruct-1M"])
-def test_a_1m_suffix_is_context_not_size(name: str) -> None:
+@pytest.mark.parametrize(("name", "params_b"), [("Qwen2.5-7B-Instruct-1M", 7), ("Qwen2.5-14B-Instruct-1M", 14),
+                                                ("Llama-3.1-8B-Instruct-1M", 8)])
+def test_a_1m_suffix_is_context_not_size(name: str, params_b: float) -> None:
     size = parse_size(name)
     assert size is not None
-    assert size.params_b in (7, 14, 8)
-    ws = evaluate(settings(), framework="llama_cpp", model=name, ctx=4096)["working_set"]
+    assert size.params_b == params_b
+    ws = estimate(settings(), framework="llama_cpp", model=name, ctx=4096)["working_set"]
     assert ws["weights_mb"] > 3000
 
 
 def test_config_overhead_keys_in_any_spelling() -> None:
     s = settings(gpu_estimator={"framework_overhead": {"llama.cpp": 1.9, "Candle": 3.0}})
     for fw, mult in (("llama_cpp", 1.9), ("candle", 3.0)):
-        ws = evaluate(s, framework=fw, model="qwen2.5-7B-Q4_K_M", ctx=4096)["working_set"]
+        ws = estimate(s, framework=fw, model="qwen2.5-7B-Q4_K_M", ctx=4096)["working_set"]
         assert ws["overhead_multiplier"] == mult
 
 
 def test_mlx_is_offered_mlx_quantizations() -> None:
-    out = evaluate(settings(ram_mb=8192), framework="mlx", model="qwen2.5-7b-bf16", ctx=4096)
+    out = estimate(settings(ram_mb=8192), framework="mlx", model="qwen2.5-7b-bf16", ctx=4096)
     assert out["fits"] is False
     quants = [a["quantization"] for a in out["alternatives"] if a["kind"] == "quantization"]
     assert quants
@@ -166,13 +175,13 @@ def test_tiny_models_are_sized_in_millions(tmp_path: Path) -> None:
     path = tmp_path / "toy.gguf"
     write_gguf(path, "llama", llama_meta("llama", 2, 256, 4, 2, 512), llama_tensors(2, 256, 4, 2, 512, 1024,
                                                                                       matrix="F16"))
-    assert evaluate(settings(), framework="llama_cpp", model=str(path))["working_set"]["model_size"].endswith("M")
+    assert estimate(settings(), framework="llama_cpp", model=str(path))["working_set"]["model_size"].endswith("M")
 
 
 def test_planning_an_8gb_mac_for_mlx_uses_the_wired_limit() -> None:
     mem = machine_memory(settings(ram_mb=None), 8192, "mlx")
     assert (mem.device, mem.limit_mb, mem.physical_ram_mb) == ("apple", 5461, 8192)
-    ws = evaluate(settings(ram_mb=None), framework="mlx", model="qwen2.5-0.5B", ram_mb=8192)["working_set"]
+    ws = estimate(settings(ram_mb=None), framework="mlx", model="qwen2.5-0.5B", ram_mb=8192)["working_set"]
     # The RAM above the wired limit (2731MB) already exceeds the 2048MB reserve: nothing more is held back.
     assert ws["available_after_reserve_mb"] == 5461
 
@@ -242,21 +251,30 @@ def _gguf_with_counts(path: Path, n_tensors: int, n_kv: int, body: bytes = b"") 
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + body)
 
 
-def test_hostile_gguf_counts_are_refused_quickly(tmp_path: Path) -> None:
-    key = b"tokenizer.ggml.tokens"
-    huge_array = struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 8, 1 << 28)
-    cases = [(tmp_path / "kv.gguf", 0, (1 << 24) - 1, b""), (tmp_path / "arr.gguf", 0, 1, huge_array)]
-    for path, n_tensors, n_kv, body in cases:
-        _gguf_with_counts(path, n_tensors, n_kv, body)
-        with path.open("r+b") as fh:
-            fh.truncate(300 * 1024 * 1024)  # sparse zeros: every count "fits" in the file
-        start = time.perf_counter()
-        with pytest.raises(UsageError):
-            read_gguf(path)
-        assert time.perf_counter() - start < 2.0, path.name
+HUGE_ARRAY_KEY = b"tokenizer.ggml.tokens"
+HOSTILE_COUNTS = {  # file name -> (tensors, metadata entries, body, the refusal)
+    "kv.gguf": (0, (1 << 24) - 1, b"", "implausible counts: 0 tensors, 16777215 metadata entries"),
+    "arr.gguf": (0, 1, struct.pack("<Q", len(HUGE_ARRAY_KEY)) + HUGE_ARRAY_KEY + struct.pack("<IIQ", 9, 8, 1 << 28),
+                 "a string array claims 268435456 elements (at most 2097152)"),
+}
+
+
+def write_hostile_counts(path: Path) -> None:
+    n_tensors, n_kv, body, _ = HOSTILE_COUNTS[path.name]
+    _gguf_with_counts(path, n_tensors, n_kv, body)
+    with path.open("r+b") as fh:
+        fh.truncate(300 * 1024 * 1024)  # sparse zeros: every count "fits" in the file
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_COUNTS))
+def test_hostile_gguf_counts_are_refused_before_reading_them(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    write_hostile_counts(path)
+    with pytest.raises(UsageError, match=re.escape(HOSTILE_COUNTS[name][3])):
+        read_gguf(path)
 
 
 @pytest.mark.parametrize(("size", "params_b"), [("1T", 1000), ("1.5t", 1500)])
 def test_trillions_as_a_bare_size(size: str, params_b: float) -> None:
-    arch = evaluate(settings(), framework="llama_cpp", model=size)["architecture"]
+    arch = estimate(settings(), framework="llama_cpp", model=size)["architecture"]
     assert abs(arch["params"] / 1e9 - params_b) / params_b < 0.01

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from fleet_watch.errors import UsageError
 from fleet_watch.probes.modelfiles import read_gguf, read_hf_cache, read_hf_folder
-from fleet_watch.service.estimate import evaluate
-from tests.estimator.conftest import llama_meta, llama_tensors, settings, write_gguf, write_safetensors
+from tests.estimator.conftest import estimate, llama_meta, llama_tensors, settings, write_gguf, write_safetensors
 
 
 @pytest.mark.parametrize("matrix", ["F16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "IQ4_XS"])
@@ -31,7 +29,7 @@ def test_gguf_kv_of_a_real_file_uses_its_gqa_shape(tmp_path: Path) -> None:
     path = tmp_path / "gqa.gguf"
     write_gguf(path, "llama", llama_meta("llama", 4, 512, 8, 2, 1024), llama_tensors(4, 512, 8, 2, 1024, 2048,
                                                                                       matrix="F16"))
-    ws = evaluate(settings(), framework="llama_cpp", model=str(path), ctx=1000, kv_dtype="f16")["working_set"]
+    ws = estimate(settings(), framework="llama_cpp", model=str(path), ctx=1000, kv_dtype="f16")["working_set"]
     # 4 layers x 1024 cells (1000 padded to 256) x (2 heads x 64) x 2 (K and V) x 2 bytes = 2 MiB
     assert ws["kv_min_mb"] == 2
     assert ws["model_source"] == "gguf_header"
@@ -59,7 +57,7 @@ def test_sliding_window_and_moe_files(tmp_path: Path) -> None:
     assert (found.arch.moe_experts, found.arch.moe_active) == (8, 2)
 
 
-def test_sparse_header_claiming_a_large_model_reads_fast(tmp_path: Path) -> None:
+def test_sparse_header_claiming_a_large_model_reads_only_the_header(tmp_path: Path) -> None:
     path = tmp_path / "big-Q4_K_M.gguf"
     layers, hidden, ff, vocab = 80, 8192, 28672, 128256
     claimed = write_gguf(path, "llama", llama_meta("llama", layers, hidden, 64, 8, ff, ctx=131072, file_type=15),
@@ -67,12 +65,9 @@ def test_sparse_header_claiming_a_large_model_reads_fast(tmp_path: Path) -> None
                          sparse_size=40 * 1024**3)
     assert path.stat().st_size == 40 * 1024**3
     assert path.stat().st_blocks * 512 < 50 * 1024**2  # the data is a hole: nothing to read
-    start = time.perf_counter()
-    found = read_gguf(path)
-    elapsed = time.perf_counter() - start
+    found = read_gguf(path)  # bench/estimator_inputs.py measures how long this takes
     assert found.weights_bytes == claimed
     assert found.quant.label == "Q4_K_M"
-    assert elapsed < 2.0
 
 
 def test_split_gguf_reads_every_shard(tmp_path: Path) -> None:
@@ -138,6 +133,6 @@ def test_hf_cache_is_found_offline_through_env(tmp_path: Path) -> None:
         assert found.weights_bytes == exact
         assert found.model_source == "hf_cache"
     assert read_hf_cache("org/absent", {"HF_HUB_CACHE": str(tmp_path / "hub")}, None) is None
-    ws = evaluate(settings(), framework=None, model="org/tiny", environ={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    ws = estimate(settings(), framework=None, model="org/tiny", environ={"HF_HUB_CACHE": str(tmp_path / "hub")})
     assert ws["working_set"]["model_source"] == "hf_cache"
     assert ws["working_set"]["framework"] == "transformers"

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from fleet_watch.cli.context import open_fleet
-from fleet_watch.errors import ExitCode, UsageError
+from fleet_watch.errors import NotFound, UsageError
 
 
 @click.command()
@@ -19,34 +19,44 @@ from fleet_watch.errors import ExitCode, UsageError
               help="llama_cpp, ollama, vllm, sglang, mlx, candle, transformers (default: from the format).")
 @click.option("--parallel", type=int, default=1, show_default=True, help="Parallel sequences (slots).")
 @click.option("--ram-mb", type=int, help="Plan for a machine with this much memory (MB) instead of this one.")
+@click.option("--flash-attn", type=click.Choice(["on", "off", "auto"]),
+              help="llama.cpp/Ollama flash attention (default: the engine's: llama-server auto, llama-cpp-python off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
 def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | None, framework: str | None,
-             parallel: int, ram_mb: int | None, as_json: bool) -> int:
+             parallel: int, ram_mb: int | None, flash_attn: str | None, as_json: bool) -> int:
     """Will this model fit? Weights, KV cache, compute and overhead for the context you ask for.
 
-    Exit 0 when it fits, 1 when it does not, 2 for bad input, 3 when the model is not known (no file, cached repo,
-    catalog name or size).
+    Exit 0 when it fits, 1 when it does not, 2 for bad input (also a model path that cannot be read), 3 when the
+    model is not known (no file, cached repo, catalog name or size).
     """
     if not model.strip():
         raise UsageError("--model must not be empty")
-    from fleet_watch.service.estimate import evaluate
+    from fleet_watch.service.estimate import EstimateRequest, evaluate
 
-    with open_fleet() as fleet:
-        # Memory that live registered workloads firmly hold is not available, exactly as in the guard.
-        allocated = fleet.budgets(fleet.ledger(), None)[0].allocated_mb
-        result = evaluate(
-            fleet.settings, allocated_mb=allocated, live_allocated=lambda: allocated,
-            framework=framework, model=model, quant=quant, ctx=ctx, kv_dtype=kv_dtype, parallel=parallel,
-            ram_mb=ram_mb, machines=True)
+    request = EstimateRequest(model=model, framework=framework, quant=quant, ctx=ctx, kv_dtype=kv_dtype,
+                              parallel=parallel, ram_mb=ram_mb, flash_attn=flash_attn, machines=True)
+    if ram_mb is not None:  # another machine: nothing registered here counts, so the registry is not opened
+        from fleet_watch.service.estimate import settings_without_registry
+
+        result = evaluate(settings_without_registry(), request)
+    else:
+        with open_fleet() as fleet:
+            # Memory that live registered workloads firmly hold is not available, exactly as in the guard.
+            allocated = fleet.budgets(fleet.ledger(), None)[0].allocated_mb
+            result = evaluate(fleet.settings, request, allocated_mb=allocated, live_allocated=lambda: allocated)
+    unknown = result["working_set"]["source"] == "insufficient_input"
     if as_json:
         from fleet_watch.cli.output import emit_json
 
+        if unknown:  # a failure, with the keys every failure has (see the funnel in cli/__init__.py)
+            err = NotFound(result["reason"])
+            result = {**result, "allowed": False, "error": err.kind, "exit_code": int(err.exit_code)}
         emit_json(result)
     else:
         for line in human_lines(result):
             click.echo(line)
-    if result["working_set"]["source"] == "insufficient_input":
-        return int(ExitCode.NOT_FOUND)
+    if unknown:
+        return int(NotFound.exit_code)
     return 0 if result["fits"] else 1
 
 
@@ -56,12 +66,16 @@ def human_lines(result: dict[str, Any]) -> list[str]:
         return ["UNKNOWN", f"  {ws['suggestion']}"]
     arch = result["architecture"] or {}
     mult = ws["overhead_multiplier"]
+    flash = "" if ws.get("flash_attn") is None else \
+        f", flash attention {ws['flash_attn']}" + (f" ({ws['flash_attn_setting']})"
+                                                   if ws["flash_attn_setting"] == "auto" else "")
     lines = [
         "FITS" if result["fits"] else "DOES NOT FIT",
         f"Model: {arch.get('name')} ({ws['model_size']}, {ws['quantization']}) from {ws['model_source']}"
         + ("" if ws["grounded"] else " [generic shape: grounded=false]"),
         f"Framework: {ws['framework']}{' (inferred)' if ws['framework_inferred'] else ''}, "
-        f"context {ws['context_tokens']} tokens, KV {ws['kv_dtype']}, parallel {ws['parallel']}, device {ws['device']}",
+        f"context {ws['context_tokens']} tokens, KV {ws['kv_dtype']}, parallel {ws['parallel']}, device {ws['device']}"
+        f"{flash}",
         "",
         f"  {'weights':<22}{ws['weights_mb']:>10} MB",
         f"  {'kv cache':<22}{ws['kv_cache_mb']:>10} MB",

@@ -28,14 +28,15 @@ def _evaluate(request: GuardRequest) -> GuardResult:
 @click.option("--ctx", type=COUNT, help="Context tokens for the working set (default: the framework's or model's).")
 @click.option("--kv-dtype", help="KV cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM), mlx8/mlx4 (MLX).")
 @click.option("--ram-mb", type=MB, help="Check against a machine with this much memory (MB) instead of this one.")
+@click.option("--flash-attn", type=click.Choice(["on", "off", "auto"]), help="llama.cpp flash attention.")
 @click.option("--session-id", help="Your session id (default: $FLEET_SESSION_ID).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON contract.")
 def guard(port: int | None, repo: str | None, gpu: int | None, gpu_device: int | None, framework: str | None,
-          model: str | None, ctx: int | None, kv_dtype: str | None, ram_mb: int | None, session_id: str | None,
-          as_json: bool) -> int:
+          model: str | None, ctx: int | None, kv_dtype: str | None, ram_mb: int | None, flash_attn: str | None,
+          session_id: str | None, as_json: bool) -> int:
     """Pre-flight: may I use this port, repo and GPU memory, and does this model fit? Exit 0 = allowed, 1 = denied."""
     result = _evaluate(GuardRequest(port=port, repo=repo, gpu_mb=gpu, gpu_device=gpu_device, framework=framework,
-                                    model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb,
+                                    model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb, flash_attn=flash_attn,
                                     session_id=current_session(session_id)))
     if as_json:
         emit_json(result.to_dict())

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from fleet_watch.errors import FleetError, UsageError
+from fleet_watch.errors import FleetError, NotFound, UsageError
 
 if TYPE_CHECKING:
     from fleet_watch.service.fleet import Fleet
@@ -46,23 +46,34 @@ ReleasePort = Annotated[int | None, Field(description="Release just this port cl
 ModelName = Annotated[str, Field(description="GGUF path, Hugging Face folder or repo id, name or size", min_length=1)]
 Quant = Annotated[str | None, Field(description="Quantization (Q4_K_M, AWQ, FP8 ...)")]
 Parallel = Annotated[int, Field(description="Parallel sequences", ge=1, le=1024)]
+FlashAttn = Annotated[Literal["on", "off", "auto"] | None,
+                     Field(description="llama.cpp flash attention (default: the engine's own)")]
 SampleSeconds = Annotated[float, Field(description="CPU and page-out sampling window (s)", ge=0, le=60)]
 
 
-def _with_fleet(command: str, work: Callable[[Fleet], T]) -> T:
-    """Open the registry, run ``work``, close it; a FleetError becomes the CLI's error object as a tool error."""
+def _error(command: str, err: FleetError) -> dict[str, Any]:
     from fleet_watch.cli import _error_payload
+
+    return _error_payload(err.kind, err.message, int(err.exit_code), command)
+
+
+def _answer(command: str, work: Callable[[], T]) -> T:
+    """Run ``work``; a FleetError becomes the CLI's error object, as a tool error."""
+    try:
+        return work()
+    except FleetError as err:
+        raise ToolError(json.dumps(_error(command, err))) from err
+
+
+def _with_fleet(command: str, work: Callable[[Fleet], T]) -> T:
+    """Open the registry, run ``work``, close it (errors as in ``_answer``)."""
     from fleet_watch.cli.context import open_fleet
 
-    try:
-        fleet = open_fleet()
-        try:
+    def opened() -> T:
+        with open_fleet() as fleet:
             return work(fleet)
-        finally:
-            fleet.close()
-    except FleetError as err:
-        payload = _error_payload(err.kind, err.message, int(err.exit_code), command)
-        raise ToolError(json.dumps(payload)) from err
+
+    return _answer(command, opened)
 
 
 def build_server() -> MCPServer:
@@ -74,13 +85,16 @@ def build_server() -> MCPServer:
     @server.tool()
     def guard(port: Port = None, repo: Repo = None, gpu_mb: GpuMb = None, gpu_device: Device = None,
               framework: Framework = None, model: Model = None, ctx: Ctx = None, kv_dtype: KvDtype = None,
-              ram_mb: RamMb = None, session_id: Session = None) -> dict[str, Any]:
+              ram_mb: RamMb = None, flash_attn: FlashAttn = None, session_id: Session = None) -> dict[str, Any]:
         """Pre-flight verdict (fleet guard --json): may I bind this port, write this repo, claim this GPU memory,
         and does this model fit? allowed=false means do not proceed; checks.*.reason names the holder."""
-        request = GuardRequest(port=port, repo=repo, gpu_mb=gpu_mb, gpu_device=gpu_device, framework=framework,
-                               model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb,
-                               session_id=current_session(session_id))
-        return _with_fleet("guard", lambda fleet: evaluate(fleet, request).to_dict())
+        def work(fleet: Fleet) -> dict[str, Any]:
+            request = GuardRequest(port=port, repo=repo, gpu_mb=gpu_mb, gpu_device=gpu_device, framework=framework,
+                                   model=model, ctx=ctx, kv_dtype=kv_dtype, ram_mb=ram_mb, flash_attn=flash_attn,
+                                   session_id=current_session(session_id))
+            return evaluate(fleet, request).to_dict()
+
+        return _with_fleet("guard", work)
 
     @server.tool()
     def check(port: Port = None, repo: Repo = None, gpu_mb: GpuMb = None, gpu_device: Device = None,
@@ -121,19 +135,31 @@ def build_server() -> MCPServer:
 
     @server.tool()
     def estimate(model: ModelName, quant: Quant = None, ctx: Ctx = None, kv_dtype: KvDtype = None,
-                 framework: Framework = None, parallel: Parallel = 1, ram_mb: RamMb = None) -> dict[str, Any]:
-        """Will this model fit? Weights, KV cache, activations and overhead (fleet estimate --json)."""
+                 framework: Framework = None, parallel: Parallel = 1, ram_mb: RamMb = None,
+                 flash_attn: FlashAttn = None) -> dict[str, Any]:
+        """Will this model fit? Weights, KV cache, activations and overhead (fleet estimate --json). An unknown
+        model is a tool error carrying the estimate with the CLI's error keys (exit_code 3)."""
+        from fleet_watch.service.estimate import EstimateRequest, settings_without_registry
         from fleet_watch.service.estimate import evaluate as estimate_model
 
-        def work(fleet: Fleet) -> dict[str, Any]:
-            if not model.strip():
-                raise UsageError("--model must not be empty")
-            allocated = fleet.budgets(fleet.ledger(), None)[0].allocated_mb  # as `fleet estimate` counts it
-            return estimate_model(fleet.settings, allocated_mb=allocated, live_allocated=lambda: allocated,
-                                  framework=framework, model=model, quant=quant, ctx=ctx, kv_dtype=kv_dtype,
-                                  parallel=parallel, ram_mb=ram_mb, machines=True)
+        request = EstimateRequest(model=model, framework=framework, quant=quant, ctx=ctx, kv_dtype=kv_dtype,
+                                  parallel=parallel, ram_mb=ram_mb, flash_attn=flash_attn, machines=True)
 
-        return _with_fleet("estimate", work)
+        def here(fleet: Fleet) -> dict[str, Any]:
+            allocated = fleet.budgets(fleet.ledger(), None)[0].allocated_mb  # as `fleet estimate` counts it
+            return estimate_model(fleet.settings, request, allocated_mb=allocated, live_allocated=lambda: allocated)
+
+        if not model.strip():
+            raise ToolError(json.dumps(_error("estimate", UsageError("--model must not be empty"))))
+        if ram_mb is not None:  # another machine: as the CLI, without opening this machine's registry
+            result = _answer("estimate", lambda: estimate_model(settings_without_registry(), request))
+        else:
+            result = _with_fleet("estimate", here)
+        if result["working_set"]["source"] == "insufficient_input":
+            err = NotFound(result["reason"])
+            raise ToolError(json.dumps({**result, "allowed": False, "error": err.kind,
+                                        "exit_code": int(err.exit_code)}))
+        return result
 
     @server.tool()
     def health(sample_seconds: SampleSeconds = 1.0) -> dict[str, Any]:

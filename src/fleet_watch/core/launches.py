@@ -88,6 +88,7 @@ class Launch:
     kv_dtype: str | None = None
     gpu_device: int | None = None  # CUDA_VISIBLE_DEVICES=N on the line (one device)
     program: str = ""  # the program's base name ("-m module" for python -m)
+    flash_attn: str | None = None  # -fa/--flash-attn on the line (on, off, auto)
 
     def port_advice(self, port: int) -> str:
         """How to give this command ``port`` instead, in the form its line already uses."""
@@ -298,7 +299,7 @@ def _classify(argv: list[str], env: dict[str, str], own: dict[str, str]) -> Laun
             if parsed is None:
                 return Launch("model_server", text, port, origin, framework, gpu_device=device, program=name)
             return Launch("model_server", text, port, origin, framework, parsed.model, parsed.ctx, parsed.kv_dtype,
-                          device, name)
+                          device, name, parsed.flash_attn)
 
     for pattern, default_port in _DEV_SERVERS:
         if pattern.match(words):

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleet_watch.core.estimator.naming import shown
+
 # enum ggml_type (ggml/include/ggml.h); the same ids as gguf.GGMLQuantizationType (checked in tests).
 GGML_TYPE_NAMES: dict[int, str] = {
     0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K",
@@ -162,12 +164,12 @@ def read_header(path: Path) -> GgufHeader:
             name = cur.string()
             n_dims = cur.take("I")
             if not 1 <= n_dims <= _MAX_DIMS:
-                raise GgufError(f"tensor {name!r} has {n_dims} dimensions")
+                raise GgufError(f"tensor {shown(name)} has {n_dims} dimensions")
             shape = tuple(cur.take("Q") for _ in range(n_dims))
             type_id = cur.take("I")
             cur.take("Q")  # data offset: the data is never read
             type_name = GGML_TYPE_NAMES.get(type_id)
             if type_name is None:
-                raise GgufError(f"tensor {name!r} has unknown ggml type {type_id}")
+                raise GgufError(f"tensor {shown(name)} has unknown ggml type {type_id}")
             tensors.append(TensorInfo(name, shape, type_name))
     return GgufHeader(version, metadata, tuple(tensors))

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import stat
 import struct
@@ -29,6 +30,7 @@ from fleet_watch.core.estimator.formats import (
     architecture_from_hf_config,
     quant_from_hf_config,
 )
+from fleet_watch.core.estimator.naming import shown
 from fleet_watch.core.estimator.quant import Quant, parse_quant
 from fleet_watch.errors import UsageError
 
@@ -59,7 +61,7 @@ def _gguf_shards(path: Path) -> list[Path]:
     shards = [path.with_name(f"{m.group('stem')}-{i:05d}-of-{n:05d}.gguf") for i in range(1, n + 1)]
     missing = [s.name for s in shards if not s.is_file()]
     if missing:
-        raise UsageError(f"{path}: split GGUF is missing shard(s) {', '.join(missing[:3])}")
+        raise UsageError(f"{_p(path)}: split GGUF is missing shard(s) {', '.join(missing[:3])}")
     return shards
 
 
@@ -77,9 +79,9 @@ def read_gguf(path: Path) -> ModelFile:
         try:
             header = read_header(regular_file(shard))
         except GgufError as err:
-            raise UsageError(f"{shard}: not a readable GGUF file ({err})") from err
+            raise UsageError(f"{_p(shard)}: not a readable GGUF file ({err})") from err
         except OSError as err:
-            raise UsageError(f"{shard}: cannot read ({err.strerror})") from err
+            raise UsageError(f"{_p(shard)}: cannot read ({err.strerror})") from err
         if not meta:
             meta = {k: v for k, v in header.metadata.items()
                     if not k.startswith("tokenizer.ggml.") or k == "tokenizer.ggml.model"}
@@ -102,14 +104,46 @@ def read_gguf(path: Path) -> ModelFile:
     return ModelFile(arch, total, quant, "gguf_header", str(path), dict(by_type), repack)
 
 
+def _p(path: Path) -> str:
+    """A path in an error message: quoted, and cut if it is long."""
+    return shown(str(path), 200)
+
+
+_NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP)
+
+
+def kind_of(mode: int) -> str:
+    for test, kind in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def path_kind(path: Path) -> str | None:
+    """What is at ``path`` ("regular file", "directory", "character device", "FIFO", ...), or None when nothing
+    is: no such entry, or a name no file can have (too long for the file system, a symlink loop, a NUL byte).
+    Any other OS error (permission denied, I/O error) is raised: the caller says it in one line."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if err.errno in _NOT_THERE:
+            return None
+        raise
+    except ValueError:  # an embedded NUL byte
+        return None
+    return kind_of(mode)
+
+
 def regular_file(path: Path) -> Path:
     """``path`` if it is a regular file: a FIFO, socket or device would block or stream forever."""
     try:
         mode = path.stat().st_mode
     except OSError as err:
-        raise UsageError(f"{path}: cannot read ({err.strerror})") from err
+        raise UsageError(f"{_p(path)}: cannot read ({err.strerror})") from err
     if not stat.S_ISREG(mode):
-        raise UsageError(f"{path}: not a regular file")
+        raise UsageError(f"{_p(path)}: not a regular file (a {kind_of(mode)})")
     return path
 
 
@@ -118,17 +152,17 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         with regular_file(path).open("rb") as fh:
             raw = fh.read(8)
             if len(raw) != 8:
-                raise UsageError(f"{path}: truncated safetensors file")
+                raise UsageError(f"{_p(path)}: truncated safetensors file")
             (length,) = struct.unpack("<Q", raw)
             if length > MAX_SAFETENSORS_HEADER:
-                raise UsageError(f"{path}: safetensors header of {length} bytes is implausible")
+                raise UsageError(f"{_p(path)}: safetensors header of {length} bytes is implausible")
             header = jsonio.loads(fh.read(length))
     except jsonio.BadJson as err:
-        raise UsageError(f"{path}: safetensors header is {err}") from err
+        raise UsageError(f"{_p(path)}: safetensors header is {err}") from err
     except OSError as err:
-        raise UsageError(f"{path}: not a readable safetensors file ({err.strerror or err})") from err
+        raise UsageError(f"{_p(path)}: not a readable safetensors file ({err.strerror or err})") from err
     if not isinstance(header, dict):
-        raise UsageError(f"{path}: safetensors header is not an object")
+        raise UsageError(f"{_p(path)}: safetensors header is not an object")
     return header
 
 
@@ -146,7 +180,8 @@ def safetensors_bytes(folder: Path) -> int | None:
             if not (isinstance(offsets, list) and len(offsets) == 2
                     and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
                     and 0 <= offsets[0] <= offsets[1]):
-                raise UsageError(f"{f}: tensor {key!r} has no valid data_offsets (two ascending integers)")
+                raise UsageError(f"{_p(f)}: tensor {shown(key, 80)} has no valid data_offsets "
+                                 "(two ascending integers)")
             total += offsets[1] - offsets[0]
     return total
 
@@ -156,11 +191,11 @@ def read_hf_folder(folder: Path, *, model_source: str = "hf_folder") -> ModelFil
     try:
         config = jsonio.loads(regular_file(folder / "config.json").read_bytes())
     except jsonio.BadJson as err:
-        raise UsageError(f"{folder}: config.json is {err}") from err
+        raise UsageError(f"{_p(folder)}: config.json is {err}") from err
     except OSError as err:
-        raise UsageError(f"{folder}: config.json cannot be read ({err.strerror or err})") from err
+        raise UsageError(f"{_p(folder)}: config.json cannot be read ({err.strerror or err})") from err
     if not isinstance(config, dict):
-        raise UsageError(f"{folder}: config.json must hold an object")
+        raise UsageError(f"{_p(folder)}: config.json must hold an object")
     arch = architecture_from_hf_config(config, str(config.get("_name_or_path") or folder.name))
     quant, group = quant_from_hf_config(config)
     weights = safetensors_bytes(folder)
@@ -201,6 +236,14 @@ def hf_cache_snapshot(repo_id: str, environ: Mapping[str, str]) -> Path | None:
 
 
 def read_hf_cache(repo_id: str, environ: Mapping[str, str], quant_hint: Quant | None) -> ModelFile | None:
+    try:
+        return _read_hf_cache(repo_id, environ, quant_hint)
+    except OSError as err:
+        where = shown(str(hf_cache_dir(environ)), 120)
+        raise UsageError(f"Hugging Face cache {where}: cannot be read ({err.strerror or err})") from err
+
+
+def _read_hf_cache(repo_id: str, environ: Mapping[str, str], quant_hint: Quant | None) -> ModelFile | None:
     snapshot = hf_cache_snapshot(repo_id, environ)
     if snapshot is None:
         return None
@@ -217,9 +260,10 @@ def read_hf_cache(repo_id: str, environ: Mapping[str, str], quant_hint: Quant | 
                      found.repack_bytes)
 
 
-def read_model_path(path: Path) -> ModelFile:
-    """A ``.gguf`` file (or first shard), or a Hugging Face model folder (or a folder holding one GGUF model)."""
-    if path.is_dir():
+def read_model_path(path: Path, kind: str) -> ModelFile:
+    """A ``.gguf`` file (or first shard), or a Hugging Face model folder (or a folder holding one GGUF model).
+    ``kind``: what ``path_kind`` found there."""
+    if kind == "directory":
         if (path / "config.json").is_file():
             return read_hf_folder(path)
         ggufs = sorted(p for p in path.glob("*.gguf") if not _SHARD_RE.match(p.name) or "-00001-of-" in p.name)
@@ -227,8 +271,8 @@ def read_model_path(path: Path) -> ModelFile:
             return read_gguf(ggufs[0])
         if ggufs:
             names = ", ".join(p.name for p in ggufs[:4]) + (", ..." if len(ggufs) > 4 else "")
-            raise UsageError(f"{path}: holds {len(ggufs)} GGUF models ({names}); pass the file you will run")
-        raise UsageError(f"{path}: a model folder needs a config.json (or a .gguf file)")
-    if path.suffix.lower() == ".gguf" or path.is_file():
+            raise UsageError(f"{_p(path)}: holds {len(ggufs)} GGUF models ({names}); pass the file you will run")
+        raise UsageError(f"{_p(path)}: a model folder needs a config.json (or a .gguf file)")
+    if path.suffix.lower() == ".gguf" or kind == "regular file":
         return read_gguf(path)
-    raise UsageError(f"{path}: no such model file")
+    raise UsageError(f"{_p(path)} is a {kind}, not a model file (a .gguf file or a model folder)")

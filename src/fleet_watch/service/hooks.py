@@ -91,8 +91,8 @@ def _judge_launch(fleet: Fleet, launch: Launch, session_id: str | None) -> Verdi
     try:
         result = evaluate(fleet, GuardRequest(
             port=launch.port, framework=launch.framework if launch.model else None, model=launch.model,
-            ctx=launch.ctx, kv_dtype=launch.kv_dtype, gpu_device=device if launch.model else None,
-            session_id=session_id))
+            ctx=launch.ctx, kv_dtype=launch.kv_dtype, flash_attn=launch.flash_attn if launch.model else None,
+            gpu_device=device if launch.model else None, session_id=session_id))
     except UsageError as err:
         if launch.model is None:
             raise

@@ -31,6 +31,7 @@ class GuardRequest:
     ctx: int | None = None
     kv_dtype: str | None = None
     ram_mb: int | None = None
+    flash_attn: str | None = None
 
     @property
     def wants_estimate(self) -> bool:
@@ -54,8 +55,9 @@ def validate(fleet: Fleet, req: GuardRequest) -> tuple[str | None, str | None]:
     inputs.non_negative(req.gpu_mb, "GPU MB")
     if req.session_id is not None:
         inputs.text("session id", req.session_id)
-    if not req.wants_estimate and (req.ctx is not None or req.kv_dtype is not None or req.ram_mb is not None):
-        raise UsageError("--ctx, --kv-dtype and --ram-mb describe a model's working set: give --model "
+    if not req.wants_estimate and (req.ctx is not None or req.kv_dtype is not None or req.ram_mb is not None
+                                   or req.flash_attn is not None):
+        raise UsageError("--ctx, --kv-dtype, --ram-mb and --flash-attn describe a model's working set: give --model "
                          "(or --framework) too")
     repo_dir = resolve_repo(req.repo) if req.repo is not None else None
     return repo_dir, fleet.device_key(req.gpu_device)
@@ -128,6 +130,6 @@ def _working_set(fleet: Fleet, req: GuardRequest, allocated_mb: int) -> dict[str
 
     est = guard_working_set(fleet.settings, framework=req.framework, model=req.model,
                             ctx=req.ctx, kv_dtype=req.kv_dtype, ram_mb=req.ram_mb, allocated_mb=allocated_mb,
-                            live_allocated=lambda: allocated_mb)
+                            live_allocated=lambda: allocated_mb, flash_attn=req.flash_attn)
     assert est is not None  # wants_estimate: a framework or a model was given
     return est

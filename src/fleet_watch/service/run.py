@@ -117,14 +117,14 @@ def start_lock(home: Path, device: str, say: Say) -> Iterator[None]:
 
 # -- deciding and starting --------------------------------------------------------------------------------------
 
-def _server_hints(argv: list[str]) -> tuple[str | None, str | None, int | None, str | None]:
-    """framework, model, context and KV type from the command line, when it starts a model server."""
+def _server_hints(argv: list[str]) -> tuple[str | None, str | None, int | None, str | None, str | None]:
+    """framework, model, context, KV type and flash attention from the command line of a model server."""
     from fleet_watch.core.estimator.commandline import parse_command
 
     parsed = parse_command(shlex.join(argv))
     if parsed is None:
-        return None, None, None, None
-    return parsed.framework, parsed.model, parsed.ctx, parsed.kv_dtype
+        return None, None, None, None, None
+    return parsed.framework, parsed.model, parsed.ctx, parsed.kv_dtype, parsed.flash_attn
 
 
 def _pick_port(fleet: Fleet, req: RunRequest) -> int:
@@ -140,12 +140,12 @@ def _decide(fleet: Fleet, req: RunRequest, port: int | None) -> tuple[GuardResul
     """The guard's verdict, and the GPU MB to claim: --gpu, else the model's working set when one is named."""
     from fleet_watch.service.preflight import GuardRequest, evaluate
 
-    framework, cmd_model, ctx, kv = _server_hints(req.argv)
+    framework, cmd_model, ctx, kv, flash = _server_hints(req.argv)
     model = req.model or cmd_model
     result = evaluate(fleet, GuardRequest(port=port, repo=req.repo, gpu_mb=req.gpu_mb, gpu_device=req.gpu_device,
                                          framework=framework if model else None, model=model,
                                          ctx=ctx if model else None, kv_dtype=kv if model else None,
-                                         session_id=req.session_id))
+                                         flash_attn=flash if model else None, session_id=req.session_id))
     gpu = result.checks.get("gpu") or {}
     claim = req.gpu_mb if req.gpu_mb is not None else int(gpu.get("requested_mb") or 0)
     return result, claim

@@ -1,10 +1,13 @@
-"""What a model server's command line says: framework, model, context, KV type, parallel slots."""
+"""What a model server's command line says: framework, model, context, KV type, parallel slots, flash attention."""
 
 from __future__ import annotations
 
 import re
 import shlex
 from dataclasses import dataclass
+
+from fleet_watch.core.estimator import attention
+from fleet_watch.core.estimator.quant import normalize_kv_dtype
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +19,7 @@ class ServerCommand:
     parallel: int = 1
     quant: str | None = None
     gpu_memory_utilization: float | None = None
+    flash_attn: str | None = None  # on, off, auto; None: not said (the engine's default applies)
 
 
 _MODEL_FLAGS = ("-m", "--model", "--model-path", "--model_path", "--model-id", "-hf", "--hf-repo")
@@ -73,6 +77,39 @@ def _without_interpreter_module(argv: list[str]) -> list[str]:
     return argv
 
 
+_FA_FLAGS = ("-fa", "--flash-attn")
+
+
+def _llama_server_flash_attn(argv: list[str]) -> str | None:
+    """``-fa``/``--flash-attn`` as llama-server reads it: with a value (on/off/auto and llama.cpp's other
+    spellings), or bare as older builds took it (on). The last one wins; a value llama.cpp would refuse means the
+    server did not start with it, so it says nothing."""
+    found: str | None = None
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag not in _FA_FLAGS:
+            continue
+        if eq:
+            found = attention.parse_llama_cpp(value)
+            continue
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        parsed = attention.parse_llama_cpp(following) if following is not None else None
+        if parsed is not None:
+            found = parsed
+        elif following is None or following.startswith("-"):
+            found = "on"  # a bare -fa (builds before it took a value)
+        else:
+            found = None
+    return found
+
+
+def _python_server_flash_attn(argv: list[str]) -> str:
+    """llama-cpp-python's server: ``--flash_attn <bool>``, off unless said (``server/settings.py``)."""
+    value = _flag(argv, ("--flash_attn", "--flash-attn"))
+    parsed = attention.parse_python_bool(value) if value is not None else None
+    return parsed or "off"
+
+
 def parse_command(cmdline: str) -> ServerCommand | None:
     """The server in ``cmdline``, or None when it is not a model server this module knows."""
     try:
@@ -85,7 +122,9 @@ def parse_command(cmdline: str) -> ServerCommand | None:
     argv = _without_interpreter_module(argv)
     if fw is None:
         return None
-    model = _flag(argv, _MODEL_FLAGS)
+    python_server = fw == "llama_cpp" and "llama_cpp.server" in " ".join(argv).lower()
+    # ``python -m llama_cpp.server``: that -m names the module; the model is --model (server/settings.py)
+    model = _flag(argv, ("--model",) if python_server else _MODEL_FLAGS)
     if model is None and fw in ("vllm", "ollama"):
         verbs = ("serve", "run") if fw == "vllm" else ("run",)
         for i, arg in enumerate(argv[:-1]):
@@ -107,4 +146,11 @@ def parse_command(cmdline: str) -> ServerCommand | None:
         utilization = None
     if utilization is not None and not 0 < utilization <= 1:
         utilization = None
-    return ServerCommand(fw, model, ctx, kv, max(1, parallel or 1), None, utilization)
+    flash: str | None = None
+    if fw == "llama_cpp":
+        flash = _python_server_flash_attn(argv) if python_server else _llama_server_flash_attn(argv)
+        if flash == "off" and kv is not None and attention.is_quantized_kv(normalize_kv_dtype(kv) or ""):
+            # A running server with -fa off has an f16 V cache (llama.cpp refuses a quantized one without flash
+            # attention): -ctk quantized only the K half. The estimate takes both halves as f16, the larger.
+            kv = None
+    return ServerCommand(fw, model, ctx, kv, max(1, parallel or 1), None, utilization, flash)

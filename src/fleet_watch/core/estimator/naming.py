@@ -114,3 +114,11 @@ def match_catalog(text: str, document: Mapping[str, Any]) -> CatalogMatch | None
         key, row = next(iter(rows.items()))
         return CatalogMatch(key, row, None)
     return None
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for an error message: escaped (repr), and cut at ``limit`` characters with its length
+    said, so that a 100,000-character argument is not echoed whole."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
