@@ -144,6 +144,7 @@ class Settings:
     server_api_timeout_s: float = 0.8  # one round of questions to the model servers
     thunder_tnr_timeout_s: float = 10.0
     thunder_claim_ttl_s: int = 600  # an external claim lives this long past its claim or last heartbeat
+    hooks_on_error: str = "deny"  # hooks.on_error: what `fleet hook` does when it cannot decide ("deny" or "warn")
     warnings: tuple[str, ...] = ()  # unknown keys, each with the nearest known one
 
     @property
@@ -304,6 +305,7 @@ KNOWN_KEYS = frozenset({
     "idle_patterns", "idle_cpu_threshold", "pressure_thresholds", "gpu_estimator", "gpu_devices",
     "gpu_pageout_thrash_threshold", "changelog_max_bytes", "server_api_keys", "server_api_timeout_s",
     "thunder_tnr_timeout_s", "thunder_claim_ttl_s",
+    "hooks",  # {"on_error": "deny"|"warn"}: read by service/hooks.py on_error_policy (fleet hook)
 })
 _PATTERN_KEYS = frozenset({"name_template", "process_match", "workstream", "priority", "gpu_mb_default",
                            "gpu_mb_reserved"})
@@ -345,6 +347,9 @@ def settings_from_document(home: Path, doc: Mapping[str, Any]) -> Settings:
     idle = doc.get("idle_patterns", [])
     if not isinstance(idle, list):
         raise ConfigError("config key 'idle_patterns' must be a list of regular expressions")
+    hooks = doc.get("hooks", {})
+    if not isinstance(hooks, dict) or hooks.get("on_error", "deny") not in ("deny", "warn"):
+        raise ConfigError("config key 'hooks.on_error' must be \"deny\" or \"warn\" (in an object 'hooks')")
     return Settings(
         home=home,
         gpu_total_mb=total,
@@ -368,6 +373,7 @@ def settings_from_document(home: Path, doc: Mapping[str, Any]) -> Settings:
         thunder_tnr_timeout_s=_number(doc.get("thunder_tnr_timeout_s", 10.0), "thunder_tnr_timeout_s", 0.1, 300,
                                       unit=" seconds"),
         thunder_claim_ttl_s=_int_range(doc.get("thunder_claim_ttl_s", 600), "thunder_claim_ttl_s", 10, 86400),
+        hooks_on_error=str(hooks.get("on_error", "deny")),
         warnings=_unknown_keys(doc),
     )
 

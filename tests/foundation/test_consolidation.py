@@ -147,7 +147,7 @@ _WRONG_TYPES = {
     "patterns": "llama", "session_patterns": 3, "idle_patterns": "uvicorn", "idle_cpu_threshold": "low",
     "pressure_thresholds": [70, 85], "gpu_estimator": "candle", "gpu_devices": [1, 2],
     "gpu_pageout_thrash_threshold": "high", "changelog_max_bytes": "1MB", "server_api_keys": ["key"],
-    "server_api_timeout_s": "fast", "thunder_tnr_timeout_s": None, "thunder_claim_ttl_s": 1.5,
+    "server_api_timeout_s": "fast", "thunder_tnr_timeout_s": None, "thunder_claim_ttl_s": 1.5, "hooks": "warn",
 }
 
 

@@ -15,6 +15,7 @@ from fleet_watch.probes.fake import FakeGpuProbe
 from fleet_watch.probes.nvml import GpuDevice, GpuProcess, NvmlProbe, driver_may_be_present
 from fleet_watch.probes.scan import ProcessScanner
 from fleet_watch.service.discovery import Discovery
+from fleet_watch.service.estimate import estimate_from_command
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.service.health import gather_health
 from fleet_watch.service.last_cycle import MONITOR_FILE
@@ -139,8 +140,10 @@ def test_apple_footprint_is_second_and_no_driver_falls_through(opened: Fleet, se
     assert (obs.gpu_mb, obs.gpu_source) == (6100, "apple_footprint")
     disc.apple = False
     obs = next(o for o in disc.scan().observed if o.workload.pid == server.pid)
-    # A Hugging Face repo id with no local files: nothing to estimate from, so the pattern's default, said as such.
-    assert (obs.gpu_mb, obs.gpu_source) == (4096, "pattern_default")
+    # No footprint: the estimate from the command line's model (a known model name, read from --model, not from
+    # python's -m module), as `fleet estimate` would give it.
+    cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode()
+    assert (obs.gpu_mb, obs.gpu_source) == (estimate_from_command(opened.settings, cmdline), "estimate")
 
 
 def test_gpu_order_is_nvml_footprint_estimate_default() -> None:

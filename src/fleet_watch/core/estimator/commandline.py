@@ -64,6 +64,19 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+def _without_interpreter_module(argv: list[str]) -> list[str]:
+    """``python -m sglang.launch_server --model-path M``: the interpreter's own ``-m`` names a module, not the model.
+    Only an ``-m`` among the interpreter's options counts (``python3 -u -m x``), not one after a script's path."""
+    if not re.match(r"^python(\d+(\.\d+)?)?$", re.split(r"[\\/]", argv[0])[-1]):
+        return argv
+    for i in range(1, len(argv)):
+        if argv[i] == "-m":
+            return argv[i + 1:]
+        if not argv[i].startswith("-") or argv[i] == "-c":
+            break
+    return argv
+
+
 _FA_FLAGS = ("-fa", "--flash-attn")
 
 
@@ -106,6 +119,7 @@ def parse_command(cmdline: str) -> ServerCommand | None:
     if not argv:
         return None
     fw = _framework(argv)
+    argv = _without_interpreter_module(argv)
     if fw is None:
         return None
     python_server = fw == "llama_cpp" and "llama_cpp.server" in " ".join(argv).lower()

@@ -1,0 +1,218 @@
+"""`fleet hook claude|codex|gemini` as the agents run it: a real subprocess, real payloads on stdin, real listeners.
+
+Each answer is checked against the agent's documented shape (tests/agents/helpers.py ``denial``): a deny that the
+agent would not read as a deny lets the tool run, so the shape is the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents.helpers import (
+    bindable,
+    claude_bash,
+    claude_write,
+    codex_patch,
+    denial,
+    dumps,
+    free_port,
+    gemini_write,
+    shell_payload,
+)
+from tests.conftest import Children
+
+AGENTS = ("claude", "codex", "gemini")
+
+
+def hook(fleet: Any, agent: str, payload: Any) -> Any:
+    return fleet("hook", agent, input=dumps(payload))
+
+
+def register(fleet: Any, pid: int, *args: str) -> None:
+    r = fleet("register", "--pid", str(pid), *args)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_plain_commands_and_free_ports_are_allowed_silently(fleet, agent: str) -> None:
+    for command in ("ls -la", "git status && pytest -q", f"uvicorn app:app --port {free_port()}"):
+        r = hook(fleet, agent, shell_payload(agent, command))
+        assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), command
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_held_port_denies_naming_holder_and_a_free_alternative(fleet, children: Children, agent: str) -> None:
+    server = children.listener(0, argv=["vllm", "serve", "qwen"])
+    port = server.bound_ports[0]  # type: ignore[attr-defined]
+    register(fleet, server.pid, "--name", "vLLM research", "--workstream", "research", "--port", str(port),
+             "--session-id", "other-session")
+    r = hook(fleet, agent, shell_payload(agent, f"vllm serve Qwen/Qwen2.5-0.5B --port {port} &"))
+    assert r.returncode == 0, r.stderr
+    reason = denial(agent, r.stdout)
+    assert reason is not None, r.stdout
+    assert f"port {port} claimed by PID {server.pid} (vLLM research)" in reason
+    assert "session other-session" in reason
+    assert "workstream research" in reason
+    alternative = int(re.search(r"Free alternative: port (\d+) \(--port (\d+)\)", reason).group(1))  # type: ignore[union-attr]
+    assert alternative != port
+    assert bindable(alternative)
+
+
+def test_every_port_form_is_checked(fleet, children: Children) -> None:
+    server = children.listener(0)
+    port = server.bound_ports[0]  # type: ignore[attr-defined]
+    forms = {f"PORT={port} npm run dev": "PORT=", f"python app.py -p {port}": "-p ",
+             f"export PORT={port} && node server.js --port {port}": "--port ",
+             f"bash -c 'OLLAMA_HOST=127.0.0.1:{port} ollama serve'": "OLLAMA_HOST=127.0.0.1:"}
+    for command, advice in forms.items():
+        reason = denial("claude", hook(fleet, "claude", claude_bash(command)).stdout)
+        assert reason is not None, command
+        assert f"in use by PID {server.pid}" in reason
+        assert "not registered with Fleet Watch" in reason
+        assert re.search(rf"Free alternative: port \d+ \({re.escape(advice)}\d+\)", reason), reason
+
+
+def test_model_server_memory_is_checked_by_the_guard(fleet, children: Children) -> None:
+    """65536 MB pool, 8192 reserve: a registered 56000 MB claim leaves 1344 MB, less than a 7B model needs."""
+    holder = children.sleeper()
+    register(fleet, holder.pid, "--name", "big-train", "--workstream", "exp", "--gpu", "56000")
+    port = free_port()
+    r = hook(fleet, "codex", shell_payload("codex", f"llama-server -m qwen2.5-7B-Q4_K_M -c 4096 --port {port}"))
+    reason = denial("codex", r.stdout)
+    assert reason is not None, r.stdout
+    assert "GPU budget exceeded" in reason
+    assert f"PID {holder.pid} (big-train, 56000MB" in reason
+    guard = fleet("guard", "--framework", "llama_cpp", "--model", "qwen2.5-7B-Q4_K_M", "--ctx", "4096", "--json")
+    assert guard.returncode == 1
+    assert guard.json()["checks"]["gpu"]["allowed"] is False
+
+
+def _repo(tmp_path: Path, name: str) -> Path:
+    repo = tmp_path / name
+    (repo / ".git").mkdir(parents=True)
+    (repo / "src").mkdir()
+    return repo
+
+
+def test_other_sessions_repo_denies_writes_own_session_may(fleet, children: Children, tmp_path: Path) -> None:
+    repo = _repo(tmp_path, "webapp")
+    holder = children.sleeper()
+    register(fleet, holder.pid, "--name", "aider", "--workstream", "web", "--repo", str(repo),
+             "--session-id", "other")
+    target = str(repo / "src" / "new_dir" / "app.py")  # not there yet: the work tree is still found
+    for tool in ("Write", "Edit", "MultiEdit"):
+        reason = denial("claude", hook(fleet, "claude", claude_write(tool, target, session="mine")).stdout)
+        assert reason is not None, tool
+        assert f"locked by PID {holder.pid} (aider)" in reason
+        assert "session other" in reason
+        assert f"worktree add {repo}-mine" in reason
+    assert hook(fleet, "claude", claude_write("Write", target, session="other")).stdout == ""
+    elsewhere = _repo(tmp_path, "api")
+    assert hook(fleet, "claude", claude_write("Write", str(elsewhere / "x.py"), session="mine")).stdout == ""
+
+    patch = codex_patch(["src/a.py", "README.md"], session="mine", cwd=str(repo))
+    assert "locked by PID" in (denial("codex", hook(fleet, "codex", patch).stdout) or "")
+    gem = gemini_write(str(repo / "src" / "a.py"), session="mine")
+    assert "locked by PID" in (denial("gemini", hook(fleet, "gemini", gem).stdout) or "")
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+@pytest.mark.parametrize("payload", ["", "not json", "[1, 2]", '{"hook_event_name": "Stop", "session_id": "s"}',
+                                     '{"session_id": "s", "tool_name": "Bash"}'])
+def test_unreadable_input_blocks_with_exit_2(fleet, agent: str, payload: str) -> None:
+    r = hook(fleet, agent, payload)
+    assert (r.returncode, r.stdout) == (2, ""), r
+    assert "Fleet Watch" in r.stderr
+    assert "Failing closed" in r.stderr
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_malformed_tool_call_is_denied_in_the_agents_format(fleet, agent: str) -> None:
+    payload = shell_payload(agent, "ls")
+    payload["tool_input"] = {"command": 42}
+    reason = denial(agent, hook(fleet, agent, payload).stdout)
+    assert reason is not None
+    assert "malformed" in reason
+    assert "Failing closed" in reason
+    payload["tool_input"] = None
+    assert denial(agent, hook(fleet, agent, payload).stdout) is not None
+    payload = shell_payload(agent, "ls")
+    payload["session_id"] = ""
+    assert denial(agent, hook(fleet, agent, payload).stdout) is not None
+    bare = {"hook_event_name": payload["hook_event_name"]}
+    assert denial(agent, hook(fleet, agent, bare).stdout) is not None
+
+
+def test_an_agent_is_held_to_its_own_event_names(fleet) -> None:
+    r = hook(fleet, "gemini", claude_bash("ls"))  # PreToolUse is Claude's and Codex's word, not Gemini's
+    assert r.returncode == 2
+    assert "BeforeTool" in r.stderr
+
+
+def test_internal_errors_fail_closed_unless_warn_only(fleet, fleet_home: Path) -> None:
+    port = free_port()
+    command = claude_bash(f"python -m http.server {port}")
+    assert hook(fleet, "claude", command).stdout == ""
+    (fleet_home / "registry.db").write_bytes(b"this is not a database" * 100)
+    for name in ("registry.db-wal", "registry.db-shm"):
+        (fleet_home / name).unlink(missing_ok=True)
+    reason = denial("claude", hook(fleet, "claude", command).stdout)
+    assert reason is not None
+    assert "corrupt" in reason
+    assert "Failing closed" in reason
+
+    config = json.loads((fleet_home / "config.json").read_text())
+    (fleet_home / "config.json").write_text(json.dumps({**config, "hooks": {"on_error": "warn"}}))
+    r = hook(fleet, "claude", command)
+    assert r.returncode == 0
+    assert set(json.loads(r.stdout)) == {"systemMessage"}
+    assert "corrupt" in json.loads(r.stdout)["systemMessage"]
+    assert set(json.loads(hook(fleet, "claude", "not json").stdout)) == {"systemMessage"}
+
+    (fleet_home / "config.json").write_text(json.dumps({**config, "hooks": {"on_error": 1}}))
+    reason = denial("gemini", hook(fleet, "gemini", shell_payload("gemini", f"uvicorn a:b --port {port}")).stdout)
+    assert reason is not None
+    assert "'hooks.on_error'" in reason
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_session_events_are_accepted(fleet, agent: str) -> None:
+    start = {"session_id": "s-1", "transcript_path": "/tmp/t", "cwd": "/tmp", "hook_event_name": "SessionStart",
+             "source": "startup"}
+    end = {"session_id": "s-1", "transcript_path": "/tmp/t", "cwd": "/tmp", "hook_event_name": "SessionEnd",
+           "reason": "exit"}
+    for payload in (start, end):
+        r = hook(fleet, agent, payload)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    r = hook(fleet, agent, {**start, "session_id": 7})
+    assert r.returncode == 0
+    assert "session_id" in json.loads(r.stdout)["systemMessage"]
+
+
+def test_session_start_opens_a_lease_on_its_work_tree_and_session_end_closes_it(fleet, tmp_path: Path) -> None:
+    repo = _repo(tmp_path, "shared")
+    start = {"session_id": "agent-a", "transcript_path": "/tmp/t", "cwd": str(repo), "hook_event_name": "SessionStart",
+             "source": "startup"}
+    assert hook(fleet, "claude", start).returncode == 0
+    leases = fleet("session", "list", "--json").json()
+    assert [(x["session_id"], x["status"], x["repo_dir"]) for x in leases] == [("agent-a", "ACTIVE", str(repo))]
+    # Another session's write into that work tree is denied, naming the session; the owner's own is not.
+    target = str(repo / "src" / "main.py")
+    reason = denial("claude", hook(fleet, "claude", claude_write("Write", target, session="agent-b")).stdout)
+    assert reason is not None
+    assert "session agent-a" in reason
+    assert hook(fleet, "claude", claude_write("Write", target, session="agent-a")).stdout == ""
+    # A second session starting in the same tree opens its lease without it, and is told why.
+    other = hook(fleet, "claude", {**start, "session_id": "agent-b"})
+    assert "does not hold" in json.loads(other.stdout)["systemMessage"]
+    end = {**start, "hook_event_name": "SessionEnd", "reason": "exit"}
+    del end["source"]
+    assert hook(fleet, "claude", end).returncode == 0
+    status = {x["session_id"]: x["status"] for x in fleet("session", "list", "--json").json()}
+    assert status["agent-a"] == "CLOSED"
+    assert hook(fleet, "claude", claude_write("Write", target, session="agent-b")).stdout == ""
