@@ -276,3 +276,14 @@ def test_verify_is_one_snapshot_under_a_concurrent_writer(fleet_home: Path, chil
         writer.kill()
         writer.wait(timeout=10)
         subprocess.run(["pkill", "-KILL", "-s", str(writer.pid), "sleep"], check=False)  # its own session only
+
+
+@pytest.mark.parametrize("args", [["guard", "--port", "9" * 100_000], ["status", "--bogus-" + "x" * 100_000],
+                                  ["register", "--pid", "1", "--name", "n", "--workstream", "w" * 100_000]])
+def test_huge_arguments_are_not_echoed_whole(fleet, args: list[str]) -> None:
+    r = fleet(*args)
+    assert r.returncode == 2
+    assert len(r.stderr) < 1000
+    j = fleet(*args, "--json")
+    assert len(j.stdout) < 1500
+    assert j.json()["exit_code"] == 2

@@ -84,8 +84,14 @@ def _error_payload(kind: str, message: str, code: int, command: str | None,
     return doc
 
 
+MAX_MESSAGE = 400  # an error quotes outside input; a 100,000-character argument is never echoed whole
+
+
 def _report(message: str, kind: str, code: int, as_json: bool, command: str | None = None,
             extra: dict[str, Any] | None = None) -> int:
+    message = " ".join(message.split("\n"))
+    if len(message) > MAX_MESSAGE:
+        message = f"{message[:MAX_MESSAGE - 40]}... ({len(message)} characters in all)"
     if as_json:
         from fleet_watch.cli.output import emit_json
 
