@@ -216,3 +216,23 @@ def test_session_start_opens_a_lease_on_its_work_tree_and_session_end_closes_it(
     status = {x["session_id"]: x["status"] for x in fleet("session", "list", "--json").json()}
     assert status["agent-a"] == "CLOSED"
     assert hook(fleet, "claude", claude_write("Write", target, session="agent-b")).stdout == ""
+
+
+def test_the_hook_path_does_not_import_click(fleet_home: Path) -> None:
+    """`fleet hook <agent>` is answered before click is imported (half of a cold start): the entry point's agent
+    list is the hook module's."""
+    import subprocess
+    import sys
+
+    from fleet_watch.cli import HOOK_AGENTS
+    from fleet_watch.core.hookio import AGENTS as HOOKIO_AGENTS
+
+    assert tuple(HOOK_AGENTS) == tuple(HOOKIO_AGENTS)
+    code = ("import sys\nfrom fleet_watch.cli import main\ncode = main(['hook', 'claude'])\n"
+            "print('click' in sys.modules, code, file=sys.stderr)")
+    payload = json.dumps({"session_id": "s", "transcript_path": "/tmp/t", "cwd": "/tmp",
+                          "hook_event_name": "PreToolUse", "tool_name": "Bash",
+                          "tool_input": {"command": "ollama serve"}})
+    r = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, text=True, check=False,
+                       env={**__import__("os").environ, "FLEET_WATCH_HOME": str(fleet_home)})
+    assert r.stderr.strip().splitlines()[-1] == "False 0", r.stderr

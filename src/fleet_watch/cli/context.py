@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-
-import click
+import sys
 
 from fleet_watch.core import inputs
 from fleet_watch.service.fleet import Fleet
@@ -20,7 +19,7 @@ def open_fleet() -> Fleet:
 
     fleet = Fleet.open(resolve_home(os.environ))
     for warning in fleet.settings.warnings:
-        click.echo(f"Warning: {warning}", err=True)
+        sys.stderr.write(f"Warning: {warning}\n")
     return fleet
 
 

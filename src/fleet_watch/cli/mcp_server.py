@@ -55,7 +55,7 @@ SampleSeconds = Annotated[float, Field(description="CPU and page-out sampling wi
 
 
 def _error(command: str, err: FleetError) -> dict[str, Any]:
-    from fleet_watch.cli import _error_payload
+    from fleet_watch.cli.app import _error_payload
 
     return _error_payload(err.kind, err.message, int(err.exit_code), command)
 
