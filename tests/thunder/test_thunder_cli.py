@@ -144,6 +144,10 @@ def test_claim_heartbeat_release_and_the_repo_lock(fleet: Any, fleet_home: Path,
     assert status["repos_locked"][str(repo)] is None
     claimed = next(e for e in status["external_resources"] if e["id"] == "0")
     assert (claimed["session_id"], claimed["repo_dir"]) == ("agent-1", str(repo))
+    assert fleet("report").returncode == 0  # the report lists the remote instance with its claim
+    report = (fleet_home / "STATE_REPORT.md").read_text()
+    assert f"| thunder:0 | {claimed['name']} |" in report
+    assert "| agent-1 |" in report
 
     # Another session: the instance is taken, and so is the repo (or anything inside it) through another instance.
     taken = fleet("thunder", "claim", "--uuid", TRAINER, "--session-id", "agent-2", "--json")

@@ -274,16 +274,25 @@ def _budget(state: Mapping[str, Any], budgets: Sequence[Mapping[str, Any]]) -> l
     claimed = f.obj(state, "ports_claimed")
     ports = sorted(claimed, key=lambda p: (len(p), p))  # numeric strings in numeric order
     out += ["",
-            "- Ports claimed: " + f.join([f"{md(p)} (PID {f.integer(claimed[p])})" for p in ports]),
+            "- Ports claimed: " + f.join([f"{md(p)} ({_holder(claimed[p], 'reservation')})" for p in ports]),
             "- Open ports: " + f.join(f.ints(state.get("safe_ports"))),
             "- Repos locked: " + f.join([f"{md(r, 120)} ({_holder(pid)})"
                                          for r, pid in sorted(f.obj(state, "repos_locked").items())]),
             ""]
+    remote = f.rows(state, "external_resources")
+    if remote:
+        out += ["| Remote resource | Name | Status | GPUs | Claimed by | Repo |", "|---|---|---|---|---|---|"]
+        for e in remote:
+            gpus = f"{md(e.get('gpu_count') or '?')}x {md(e.get('gpu_type') or '-')}"
+            out.append(f"| {md(e.get('provider'))}:{md(e.get('id') or e.get('external_id'))} | {md(e.get('name'))} | "
+                       f"{md(e.get('status'))} | {gpus} | {md(e.get('session_id') or '-')} | "
+                       f"{md(e.get('repo_dir') or '-', 120)} |")
+        out.append("")
     return out
 
 
-def _holder(pid: object) -> str:
-    return f"PID {pid}" if isinstance(pid, int) and not isinstance(pid, bool) else "session lease"
+def _holder(pid: object, other: str = "session lease or external claim") -> str:
+    return f"PID {pid}" if isinstance(pid, int) and not isinstance(pid, bool) else other
 
 
 def _events(state: Mapping[str, Any]) -> list[str]:
