@@ -42,6 +42,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("fleet_watch.cli.servers", "models", "Model servers running here and the models they hold resident."),
     "unload": ("fleet_watch.cli.servers", "unload", "Ask the server holding a model to unload it (never a signal)."),
     "thunder": ("fleet_watch.cli.thunder", "thunder", "Thunder Compute instances as external resources."),
+    "stale": ("fleet_watch.cli.ownership", "stale", "Registered processes whose heartbeat expired, with evidence."),
+    "reconcile": ("fleet_watch.cli.ownership", "reconcile", "Every registered process's ownership class (read-only)."),
+    "reap": ("fleet_watch.cli.ownership", "reap", "Stop orphan-confirmed processes (dry run unless --confirm)."),
+    "reap-sessions": ("fleet_watch.cli.ownership", "reap_sessions", "Stop detached agent sessions burning CPU (dry "
+                      "run unless --confirm)."),
+    "runaway": ("fleet_watch.cli.ownership", "runaway", "CPU burners over a window; --kill stops the owned ones."),
+    "preempt": ("fleet_watch.cli.ownership", "preempt", "Take a port from a lower-priority holder, with escalation."),
 }
 
 

@@ -178,8 +178,10 @@ def lease_status(pid: int, session_id: str, lease: LeaseFacts | None) -> str:
     return MISSING if lease is None else lease.status
 
 
-def _owner_evidence(status: str, session_id: str, lease: LeaseFacts | None) -> str:
+def _owner_evidence(status: str, session_id: str, lease: LeaseFacts | None, *, fresh: bool) -> str:
     if status == NONE:
+        if fresh:
+            return "registered without a session: its own registration owns it while heartbeats come"
         return "registered without a session: no session lease owns it"
     if status == MISSING or lease is None:
         return f"session lease {session_id!r} is missing"
@@ -241,7 +243,8 @@ def classify(*, pid: int, session_id: str, death: str | None, last_heartbeat: fl
     5. ``stale_candidate``: heartbeat expired (or unreadable) otherwise.
     """
     status = lease_status(pid, session_id, lease)
-    owner = _owner_evidence(status, session_id, lease)
+    fresh = last_heartbeat is not None and now - last_heartbeat <= stale_after_s
+    owner = _owner_evidence(status, session_id, lease, fresh=fresh)
     if death is not None:
         reason = _DEATH_EVIDENCE.get(death, "registered process is no longer running ({death})")
         return Verdict(classification=EXITED, evidence=(reason.format(pid=pid, death=death),),
@@ -275,3 +278,19 @@ def counts(classes: Sequence[str]) -> dict[str, int]:
         if c in out:
             out[c] += 1
     return out
+
+
+# -- agent sessions (reap-sessions) -----------------------------------------------------------------------------------
+DETACHED_HOT = "detached_hot"
+SESSION_HOT_CPU_PCT = 20.0  # the reference's threshold for a detached session that needs a human
+
+
+def session_class(chain: ChainVerdict, cpu_pct: float | None) -> tuple[str, list[str]]:
+    """An agent session's class by its leader's parent chain (the same rule as processes: a terminal is not asked)
+    and its CPU over the sample: ``detached_hot`` is the one ``reap-sessions`` acts on."""
+    evidence = [chain.evidence]
+    if chain.detached is not True or chain.managed_by is not None:
+        return ("attached" if chain.detached is False else "unknown"), evidence
+    if cpu_pct is not None and cpu_pct >= SESSION_HOT_CPU_PCT:
+        return DETACHED_HOT, [*evidence, f"cpu {cpu_pct}% over the sample (at least {SESSION_HOT_CPU_PCT:g}%)"]
+    return "detached", [*evidence, "cpu unknown" if cpu_pct is None else f"cpu {cpu_pct}% over the sample"]
