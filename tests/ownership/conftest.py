@@ -122,7 +122,7 @@ class Procs:
         argv = [sys.executable, str(HERE / "stubborn.py"), *(["--obey"] if obey else [])]
         proc = self.popen(argv, stdout=subprocess.PIPE)
         assert proc.stdout is not None
-        return proc, int(proc.stdout.readline())
+        return proc, int(proc.stdout.readline().split()[0])
 
     def cleanup(self) -> None:
         for pid, start in self.identities:
