@@ -8,6 +8,7 @@ PID namespace every orphan is re-parented to the test process, PID 1 there).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -26,6 +27,7 @@ from fleet_watch.core import liveness, safety
 from fleet_watch.probes.processes import process_facts
 
 HERE = Path(__file__).parent
+AGENT = "fake-agent-ownership"  # the stand-in agent CLI's name: the only agent session these tests' config knows
 BUSY = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end: pass"
 
 
@@ -203,3 +205,22 @@ class Registry:
 @pytest.fixture
 def registry(fleet_home: Path) -> Registry:
     return Registry(fleet_home)
+
+
+@pytest.fixture
+def agent_patterns(fleet_home: Path) -> None:
+    """Only this test's stand-in agent counts as an agent session (never a real agent on the machine)."""
+    path = fleet_home / "config.json"
+    doc = json.loads(path.read_text())
+    doc["session_patterns"] = [{"name": "Fake agent", "kind": "fake-agent", "process_match": f"(^|/){AGENT}(\\s|$)"}]
+    path.write_text(json.dumps(doc))
+
+
+@pytest.fixture
+def busy_agent(tmp_path: Path) -> str:
+    """An executable named like the stand-in agent that burns one core for up to 10 minutes."""
+    path = tmp_path / "bin" / AGENT
+    path.parent.mkdir()
+    path.write_text(f"#!{sys.executable}\n{BUSY}\n")
+    path.chmod(0o755)
+    return str(path)

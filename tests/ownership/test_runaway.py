@@ -6,25 +6,12 @@ who is stopped and who is left alone, never a figure.
 
 from __future__ import annotations
 
-import json
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.ownership.conftest import Procs, Registry, running, start_of
-
-AGENT = "fake-agent-ownership"
-
-
-@pytest.fixture
-def agent_patterns(fleet_home: Path) -> None:
-    """Only this test's stand-in agent counts as an agent session (never a real agent on the machine)."""
-    path = fleet_home / "config.json"
-    doc = json.loads(path.read_text())
-    doc["session_patterns"] = [{"name": "Fake agent", "kind": "fake-agent", "process_match": f"(^|/){AGENT}(\\s|$)"}]
-    path.write_text(json.dumps(doc))
+from tests.ownership.conftest import AGENT, Procs, Registry, running, start_of
 
 
 def test_kill_stops_what_fleet_watch_owns_and_leaves_the_rest(fleet: Any, procs: Procs, registry: Registry,
