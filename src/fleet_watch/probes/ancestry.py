@@ -72,6 +72,9 @@ class AncestryProbe:
         self.proc = (root or Path("/")) / "proc"
         self.is_linux = sys.platform.startswith("linux")
         self._launchd: dict[int, str] | None = None
+        # Ancestors are shared by many processes (one shell, one agent, init): read once per probe (one command).
+        self._stats: dict[int, _Stat | None] = {}
+        self._nodes: dict[int, ProcessNode] = {}
 
     def facts(self, pid: int, start_time: float | None = None) -> ChainFacts | None:
         """The chain of ``pid`` now; None when it cannot be read or (with ``start_time``) is another process."""
@@ -84,10 +87,20 @@ class AncestryProbe:
         return ProcessNode(pid=pid, ppid=st.ppid, name=st.name, sid=st.sid, pgid=st.pgid,
                            unit=_read_unit(self.proc, pid))
 
+    def _stat(self, pid: int) -> _Stat | None:
+        if pid not in self._stats:
+            self._stats[pid] = _read_stat(self.proc, pid)
+        return self._stats[pid]
+
+    def _parent_node(self, pid: int, st: _Stat) -> ProcessNode:
+        if pid not in self._nodes:
+            self._nodes[pid] = self._node(pid, st)
+        return self._nodes[pid]
+
     def _leader_alive(self, leader: int, member: int, field: str) -> bool | None:
         if leader == member or leader <= 0:
             return None
-        st = _read_stat(self.proc, leader)
+        st = self._stat(leader)
         if st is None:
             return False
         return not st.zombie and getattr(st, field) == leader  # a reused PID does not lead this session or group
@@ -107,11 +120,11 @@ class AncestryProbe:
         while current > 0 and current not in seen and len(ancestors) < MAX_DEPTH:
             seen.add(current)
             ancestors.append(current)
-            up = _read_stat(self.proc, current)
+            up = self._stat(current)
             if up is None:
                 break
             if parent is None and current != 1:
-                parent = self._node(current, up)
+                parent = self._parent_node(current, up)
             current = up.ppid
         return ChainFacts(process=node, parent=parent, ancestors=tuple(ancestors),
                           session_leader_alive=self._leader_alive(st.sid, pid, "sid"),
