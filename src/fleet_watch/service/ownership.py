@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet_watch import clock as clocks
+from fleet_watch.core import liveness
 from fleet_watch.core import ownership as core
 from fleet_watch.models import Lease, ProcessRecord
 from fleet_watch.probes.ancestry import AncestryProbe
@@ -145,8 +146,6 @@ def classify_for_views(fleet: Fleet, now: float, records: Sequence[ProcessRecord
         state = alive.get(rec.record_id)
         if state is True:
             deaths[rec.record_id] = None
-        elif state is False:
-            from fleet_watch.core.liveness import DEAD_PID
-
-            deaths[rec.record_id] = death_reason(rec.pid, rec.start_time) or DEAD_PID
+        elif state is False:  # the caller's verdict stands; asked again only for its reason
+            deaths[rec.record_id] = death_reason(rec.pid, rec.start_time) or liveness.DEAD_PID
     return classify_records(records, all_leases, now, deaths=deaths), all_leases
