@@ -49,7 +49,7 @@ def test_bad_sample_window_is_a_one_line_usage_error(fleet: Any) -> None:
 def test_sessions_with_cwd_parent_and_classification(fleet: Any, servers: Servers, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    # Launched through a shell that stays alive: a headless session whose launcher still runs.
+    # Launched through a shell that stays alive: its launcher still runs, so it is attached (no terminal needed).
     script = servers._script("claude")
     shell = subprocess.Popen(["bash", "-c", f"{script} --resume; true"], cwd=repo, stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # no controlling terminal
@@ -66,7 +66,7 @@ def test_sessions_with_cwd_parent_and_classification(fleet: Any, servers: Server
     assert claude["cwd"] == str(repo)
     assert claude["ppid"] == shell.pid
     assert claude["parent_name"] == "bash"
-    assert claude["classification"] == "headless"
+    assert claude["classification"] == "attached"
     assert claude["attention"] is False
     assert claude["cpu_pct"] is not None
     assert claude["rss_mb"] > 0
@@ -90,7 +90,7 @@ def test_orphaned_busy_session_needs_attention(fleet: Any, servers: Servers) -> 
     codex = next(s for s in doc["sessions"] if s["pid"] == pid)
     assert codex["ppid"] == 1
     assert codex["tty"] is None
-    assert codex["classification"] == "orphaned_hot"
+    assert codex["classification"] == "detached_hot"  # the same rule and name as reap-sessions
     assert codex["attention"] is True
     assert doc["sessions"][0]["pid"] == pid  # attention sorts first
     # It stops on EOF: the fixture closes our end of its stdin at teardown.

@@ -60,7 +60,7 @@ MONITOR: dict[str, Any] = {
 }
 MEMORY = {"available": True, "total_mb": 65536, "available_mb": 30000, "used_mb": 35536, "swap_total_mb": 8192,
           "swap_used_mb": 1024, "pressure_pct": 54, "pressure_label": "OK", "pageouts_per_sec": 0.0}
-SESSIONS = [{"pid": 900, "kind": "claude-code", "classification": "orphaned_hot", "attention": True, "rss_mb": 700,
+SESSIONS = [{"pid": 900, "kind": "claude-code", "classification": "detached_hot", "attention": True, "rss_mb": 700,
              "cpu_pct": 55.0, "tty": None, "member_count": 2, "started": "2027-01-15T07:00:00+00:00"},
             {"pid": 901, "kind": "codex", "classification": "attached", "attention": False, "rss_mb": 300,
              "cpu_pct": 1.0, "tty": "pts/1", "member_count": 1, "started": "2027-01-15T07:10:00+00:00"}]

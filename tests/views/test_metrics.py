@@ -75,7 +75,7 @@ def test_every_class_device_and_unit_from_the_views() -> None:
     alerts = {(s.labels["type"], s.labels["severity"]) for s in _samples(families, "fleet_alerts")}
     assert alerts == {("gpu_memory_full", "warning"), ("process_over_claim", "warning")}
     sessions = {s.labels["kind"]: s.labels["classification"] for s in _samples(families, "fleet_agent_sessions")}
-    assert sessions == {"claude-code": "orphaned_hot", "codex": "attached"}
+    assert sessions == {"claude-code": "detached_hot", "codex": "attached"}
     assert {s.labels["status"] for s in _samples(families, "fleet_session_leases")} == {"ACTIVE", "CLOSED"}
     assert _samples(families, "fleet_watch_cycle_errors")[0].value == 1
     assert _samples(families, "fleet_build_info")[0].labels == {"version": "9.9"}

@@ -26,6 +26,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "heartbeat": ("fleet_watch.cli.processes", "heartbeat", "Refresh the heartbeat of a registered process."),
     "release": ("fleet_watch.cli.processes", "release", "Release a process's claims (--pid) or one port (--port)."),
     "clean": ("fleet_watch.cli.processes", "clean", "Drop rows whose process is gone; log expired heartbeats."),
+    "stale": ("fleet_watch.cli.ownership", "stale", "Registered processes whose heartbeat expired, with evidence."),
+    "reconcile": ("fleet_watch.cli.ownership", "reconcile", "Every registered process's ownership class (read-only)."),
+    "reap": ("fleet_watch.cli.ownership", "reap", "Stop orphan-confirmed processes (dry run unless --confirm)."),
+    "reap-sessions": ("fleet_watch.cli.ownership", "reap_sessions", "Stop detached agent sessions burning CPU (dry "
+                      "run unless --confirm)."),
+    "runaway": ("fleet_watch.cli.ownership", "runaway", "CPU burners over a window; --kill stops the owned ones."),
+    "preempt": ("fleet_watch.cli.ownership", "preempt", "Take a port from a lower-priority holder, with escalation."),
     "session": ("fleet_watch.cli.sessions", "session", "Session leases: start, heartbeat, ensure, close, list."),
     "claim": ("fleet_watch.cli.sessions", "claim", "Reserve a port (or auto), repo or GPU memory ahead of a process."),
     "estimate": ("fleet_watch.cli.estimate", "estimate", "Will a model fit? Its memory working set before launch."),

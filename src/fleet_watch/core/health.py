@@ -12,7 +12,6 @@ from fleet_watch.config import PressureThresholds
 from fleet_watch.core.discovery import MEASURED_GPU_SOURCES
 
 MIB = 1024 * 1024
-SESSION_HOT_CPU_PCT = 20.0  # an orphaned agent burning this much CPU needs a human
 GPU_FULL_WARN_PCT = 95.0
 GPU_FULL_CRITICAL_PCT = 99.0
 ESTIMATE_SLACK = 1.10  # a server may exceed its estimate by 10 % before that is an alert
@@ -191,24 +190,6 @@ def cpu_percent(prev_cpu_s: float | None, cur_cpu_s: float | None, interval_s: f
         return None
     return round(max(0.0, cur_cpu_s - prev_cpu_s) / interval_s * 100, 1)
 
-
-def classify_session(
-    *, tty: str | None, ppid: int | None, parent_name: str | None, cpu_pct: float | None,
-) -> tuple[str, bool, list[str]]:
-    """(classification, attention, evidence).
-
-    ``attached``: it has a controlling terminal. ``headless``: no terminal, but the program that launched
-    it still runs (CI, cron, an IDE): that is normal, not an orphan. ``orphaned``: reparented to init, its
-    launcher is gone. ``orphaned_hot``: orphaned and burning CPU: the one case that needs attention.
-    """
-    if tty:
-        return "attached", False, [f"controlling terminal {tty}"]
-    if ppid is not None and ppid > 1 and parent_name is not None:
-        return "headless", False, [f"no terminal; launched by {parent_name} (PID {ppid}), still running"]
-    evidence = ["no terminal", "launcher gone (reparented to PID 1)" if ppid == 1 else "parent unknown"]
-    if cpu_pct is not None and cpu_pct >= SESSION_HOT_CPU_PCT:
-        return "orphaned_hot", True, [*evidence, f"cpu {cpu_pct}% over the sample"]
-    return "orphaned", False, evidence
 
 
 def is_idle(cpu_pct: float | None, threshold: float) -> bool:

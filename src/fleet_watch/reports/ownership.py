@@ -10,13 +10,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# The README's order, most owned first.
-LIVE = "live"
-DISCONNECTED = "disconnected"
-STALE_CANDIDATE = "stale_candidate"
-ORPHAN_CONFIRMED = "orphan_confirmed"
-EXITED = "exited"
-CLASSES: tuple[str, ...] = (LIVE, DISCONNECTED, STALE_CANDIDATE, ORPHAN_CONFIRMED, EXITED)
+from fleet_watch.core.ownership import (  # the README's order, most owned first; the rule is core.ownership's
+    CLASSES,
+    DISCONNECTED,
+    EXITED,
+    LIVE,
+    ORPHAN_CONFIRMED,
+    STALE_CANDIDATE,
+)
+
+__all__ = ["CLASSES", "DISCONNECTED", "EXITED", "LIVE", "ORPHAN_CONFIRMED", "STALE_CANDIDATE", "Classification",
+           "Lease", "Ownership", "class_counts"]
 STALE_CLASSES = (STALE_CANDIDATE, ORPHAN_CONFIRMED)
 
 
@@ -42,7 +46,7 @@ class Lease:
     """A session lease as the views show it."""
 
     session_id: str
-    status: str  # ACTIVE or CLOSED
+    status: str  # ACTIVE, CLOSED or OWNER_GONE (an open lease whose owner process is gone holds nothing)
     owner_pid: int | None = None
     repo_dir: str | None = None
     started_at: str | None = None

@@ -27,8 +27,6 @@ from fleet_watch.service.ledger import DeathProbe, Ledger, kernel_death
 from fleet_watch.store import audit, leases, registry
 from fleet_watch.store.connection import immediate, open_db, snapshot
 
-STALE_AFTER_S = 180.0  # a heartbeat older than this is "expired" (README ownership model)
-
 
 def resolve_repo(path: str) -> str:
     """Absolute, with ``~`` expanded and every symlink resolved: one spelling per directory."""
@@ -408,6 +406,8 @@ class Fleet:
 
     def clean(self) -> CleanResult:
         """Drop rows whose process is gone; log heartbeat expiry (once) for live rows gone quiet."""
+        from fleet_watch.core.ownership import STALE_AFTER_S  # the classifier's own figure (not on the guard path)
+
         now = self.clock.now()
         result = CleanResult()
         records = self.records()

@@ -59,8 +59,14 @@ def _started(ts: float | None) -> str | None:
 
 
 def sessions_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> list[dict[str, Any]]:
+    """Agent sessions, classified by the same rule as ``reap-sessions`` (``core.ownership.session_class``: the
+    leader's parent chain, never its terminal, and CPU over the sample): ``detached_hot`` needs attention."""
+    from fleet_watch.core import ownership
+    from fleet_watch.probes.ancestry import AncestryProbe
+
     patterns = dcore.compile_session_patterns(disc.fleet.settings.session_patterns)
     index = snap.index
+    chains = AncestryProbe()
     out: list[dict[str, Any]] = []
     for m in dcore.find_sessions(snap.procs, patterns):
         proc = index[m.pid]
@@ -69,8 +75,9 @@ def sessions_view(disc: Discovery, snap: Snapshot, cpu: Mapping[int, float]) -> 
         member_cpu = [cpu[p] for p in m.member_pids if p in cpu]
         cpu_pct = round(sum(member_cpu), 1) if member_cpu else None
         tty = details.tty if details else None
-        klass, attention, evidence = core.classify_session(
-            tty=tty, ppid=proc.ppid, parent_name=parent.name if parent else None, cpu_pct=cpu_pct)
+        chain = ownership.parent_chain(chains.facts(m.pid, proc.start_time) if proc.start_time else None)
+        klass, evidence = ownership.session_class(chain, cpu_pct)
+        attention = klass == ownership.DETACHED_HOT
         if len(m.member_pids) > 1:
             evidence.append(f"{len(m.member_pids)} matched processes collapsed")
         out.append({

@@ -23,10 +23,11 @@ from fleet_watch import jsonio
 from fleet_watch.atomic import write_text_atomic
 from fleet_watch.errors import DatabaseError
 from fleet_watch.models import GPU_POOL, ProcessRecord
-from fleet_watch.reports.ownership import DISCONNECTED, EXITED, LIVE, Classification, Ownership
+from fleet_watch.reports.ownership import Classification, Lease, Ownership
 from fleet_watch.service import changelog
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.service.ledger import DeathProbe
+from fleet_watch.service.ownership import lease_facts
 
 STATE_FILE = "state.json"
 REPORT_FILE = "STATE_REPORT.md"
@@ -36,26 +37,19 @@ LOCK_WAIT_S = 15.0
 
 def ownership_inputs(fleet: Fleet, now: float, records: Sequence[ProcessRecord],
                      alive: Mapping[int, bool | None]) -> Ownership:
-    """Each registered process's class with its evidence, and the session leases, for every view.
+    """Each registered process's class with its evidence, and the session leases, for every view: the ownership
+    classifier (``service.ownership``: heartbeat age, session lease, parent chain) over the caller's liveness
+    verdicts (``alive``, from ``probes.processes.death_reason`` or a fresh scan), and every lease in the registry."""
+    from fleet_watch.service.ownership import classify_for_views
 
-    Today: the single liveness rule alone (``alive``, computed by the caller from ``probes.processes.death_reason``
-    or a fresh scan) makes a process ``live`` or ``exited``; no leases exist yet. The ownership classifier
-    (heartbeat age, lease, parent chain) replaces this body; the views already show every class.
-    """
-    del fleet, now  # the classifier will read leases and heartbeats through them
-    classes: dict[int, Classification] = {}
-    for rec in records:
-        state = alive.get(rec.record_id)
-        if state is True:
-            classes[rec.record_id] = Classification(
-                classification=LIVE, evidence=(f"PID {rec.pid} is running with its recorded start time",))
-        elif state is False:
-            classes[rec.record_id] = Classification(
-                classification=EXITED, evidence=("registered process is no longer running",))
-        else:
-            classes[rec.record_id] = Classification(
-                classification=DISCONNECTED, evidence=("liveness could not be determined",))
-    return Ownership(classes=classes, leases=())
+    classified, leases = classify_for_views(fleet, now, records, alive)
+    classes = {c.record.record_id: Classification(classification=c.classification, evidence=c.verdict.evidence)
+               for c in classified}
+    views = tuple(
+        Lease(session_id=lease.session_id, status=facts.status, owner_pid=lease.owner_pid, repo_dir=lease.repo,
+              started_at=lease.started_at, last_heartbeat_at=lease.last_heartbeat, closed_at=lease.closed_at)
+        for lease in leases for facts in (lease_facts(lease),))
+    return Ownership(classes=classes, leases=views)
 
 
 def device_budgets(fleet: Fleet, probe: DeathProbe | None = None) -> list[dict[str, Any]]:
