@@ -289,9 +289,16 @@ def _positive_int(value: object, key: str) -> int:
     return value
 
 
+def _shipped_regexes() -> frozenset[str]:
+    return frozenset([p["process_match"] for p in DEFAULT_PATTERNS] + [p["process_match"] for p in
+                     DEFAULT_SESSION_PATTERNS] + DEFAULT_IDLE_PATTERNS)
+
+
 def _regex(value: object, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"config key {key!r} must be a non-empty regular expression string")
+    if value in _SHIPPED_REGEXES:
+        return value  # our own defaults, compiled by the tests: every command need not compile them again
     try:
         re.compile(value)
     except (re.error, RecursionError, OverflowError) as err:
@@ -490,3 +497,6 @@ def _validate_devices(value: object) -> dict[str, tuple[int, int]]:
             raise ConfigError(f"config key '{where}.reserve_mb' must be an integer >= 0 and below total_mb")
         out[str(int(index))] = (total, reserve)
     return out
+
+
+_SHIPPED_REGEXES = _shipped_regexes()

@@ -122,3 +122,15 @@ def test_default_reserve_is_below_total_and_monotone(total: int) -> None:
 def test_readme_reserves() -> None:
     assert default_reserve_mb(8192) == 2048
     assert default_reserve_mb(131072) == 16384
+
+
+def test_every_shipped_pattern_compiles() -> None:
+    """The defaults are not compiled on every command (config trusts its own shipped patterns): this is where they
+    are compiled and checked."""
+    import re
+
+    from fleet_watch.config import _SHIPPED_REGEXES
+
+    assert len(_SHIPPED_REGEXES) > 20
+    for pattern in _SHIPPED_REGEXES:
+        re.compile(pattern)
