@@ -287,3 +287,12 @@ def test_huge_arguments_are_not_echoed_whole(fleet, args: list[str]) -> None:
     j = fleet(*args, "--json")
     assert len(j.stdout) < 1500
     assert j.json()["exit_code"] == 2
+
+
+def test_history_fits_80_columns_unless_wide(fleet, children: Children) -> None:
+    _register(fleet, children.sleeper().pid, "--port", "18361", "--repo", "/srv/a/very/long/path/" + "x" * 60,
+              name="a-rather-long-process-name")
+    lines = fleet("history").stdout.splitlines()
+    assert lines
+    assert all(display_width(line) <= 80 for line in lines), lines
+    assert any(display_width(line) > 80 for line in fleet("history", "--wide").stdout.splitlines())
