@@ -336,8 +336,8 @@ class Fleet:
         """The session's live reservations of the same ports and repos become the process's claims in place (no
         moment in which they are free); its reserved GPU memory on the same device is replaced by the process's
         claim. A reservation left with nothing is dropped. Returns the (kind, key) pairs moved."""
-        own = [c for c in ledger.live(ledger.claims) if c.holder.kind == "reservation"
-               and req.session_id is not None and c.holder.session_id == req.session_id]
+        own = ledger.live(c for c in ledger.claims if c.holder.kind == "reservation"
+                          and req.session_id is not None and c.holder.session_id == req.session_id)
         wanted = {("port", str(p)) for p in ports} | {("repo", r) for r in repos}
         moved = [c for c in own if (c.kind, c.key) in wanted]
         leases.move_claims_to_process(self._conn, [c.claim_id for c in moved], record_id)
