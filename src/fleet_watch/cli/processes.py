@@ -169,9 +169,13 @@ def status_lines(state: dict[str, Any]) -> list[str]:
         lines.append(f"  ~ estimates, not enforced: {sum(p['gpu_mb'] for p in estimated)} MB "
                      f"({len(estimated)} process{'es' if len(estimated) > 1 else ''} without a measurement)")
     if state["ports_claimed"]:
-        lines.append("Ports: " + ", ".join(sorted(state["ports_claimed"], key=int)))
-    for repo in sorted(state["repos_locked"]):
-        lines.append(f"Repo: {repo}")
+        claimed = sorted(state["ports_claimed"].items(), key=lambda item: int(item[0]))
+        lines.append("Ports: " + ", ".join(p if pid is not None else f"{p} (reserved)" for p, pid in claimed))
+    for repo, pid in sorted(state["repos_locked"].items()):
+        lines.append(f"Repo: {repo}" + ("" if pid is not None else " (session lease, reservation or remote claim)"))
+    leases = [x for x in state.get("session_leases") or [] if x.get("status") == "ACTIVE"]
+    if leases:
+        lines.append(f"Session leases: {len(leases)} active (`fleet session list`)")
     for i, e in enumerate(state["external_resources"]):  # remote instances (fleet thunder sync)
         if i == 0:
             lines.append(f"External resources ({len(state['external_resources'])}):")
