@@ -14,18 +14,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet_watch import clock as clocks
 from fleet_watch.config import Detected, Settings, ensure_home, load_settings
-from fleet_watch.core import chain, guard, inputs, liveness
+from fleet_watch.core import guard, inputs, liveness
 from fleet_watch.errors import Conflict, NotFound, UsageError
 from fleet_watch.models import GPU_POOL, Claim, Event, GpuBudget, ProcessRecord
 from fleet_watch.probes import ports as port_probe
 from fleet_watch.probes.processes import death_reason, is_descendant, process_facts
 from fleet_watch.service.ledger import DeathProbe, Ledger, kernel_death
-from fleet_watch.store import audit, leases, registry
+from fleet_watch.store import leases, registry
 from fleet_watch.store.connection import immediate, open_db, snapshot
+
+if TYPE_CHECKING:
+    from fleet_watch.core.chain import ChainReport
 
 
 def resolve_repo(path: str) -> str:
@@ -138,6 +141,8 @@ class Fleet:
     def event(self, conn: sqlite3.Connection, event_type: str, pid: int | None, workstream: str | None,
               detail: dict[str, Any]) -> None:
         """Append an audit event inside a ``writing()`` transaction, stamped with this fleet's clock."""
+        from fleet_watch.store import audit  # hashing and the chain: writers only, not the guard's path
+
         audit.append(conn, timestamp=clocks.iso_utc(self.clock.now()), event_type=event_type, pid=pid,
                      workstream=workstream, detail=detail)
 
@@ -188,6 +193,9 @@ class Fleet:
             return registry.list_records(self._conn)
 
     def history(self, *, event_type: str | None, hours: float | None, limit: int) -> list[Event]:
+        from fleet_watch.core import chain
+        from fleet_watch.store import audit
+
         if event_type is not None and event_type.upper() not in chain.EVENT_TYPES:
             raise UsageError(f"unknown event type {inputs.quote(event_type)}; one of: "
                              f"{', '.join(sorted(chain.EVENT_TYPES))}")
@@ -199,7 +207,10 @@ class Fleet:
             return audit.query(self._conn, event_type=event_type.upper() if event_type else None, since=since,
                                limit=limit)
 
-    def verify_chain(self) -> chain.ChainReport:
+    def verify_chain(self) -> ChainReport:
+        from fleet_watch.core import chain
+        from fleet_watch.store import audit
+
         with snapshot(self._conn):
             events = list(audit.iter_all(self._conn))
             head = audit.head(self._conn)
