@@ -270,3 +270,21 @@ def test_state_dir_from_env(tmp_path: Path, children: Children) -> None:
     assert run_fleet("status", home=home).returncode == 0
     assert (home / "registry.db").exists()
     assert not (Path(os.environ.get("HOME", "/root")) / "elsewhere").exists()
+
+
+def test_an_unregistered_listener_is_named_from_proc_as_psutil_names_it(children: Children) -> None:
+    """The guard names an unregistered listener from /proc (no psutil import on the denial path); psutil, the
+    reference, must agree on the PID and the start time."""
+    import psutil
+
+    from fleet_watch.probes.ports import _linux_listener
+
+    server = children.listener(0)
+    port = server.bound_ports[0]  # type: ignore[attr-defined]
+    found = _linux_listener(port, Path("/proc"))
+    assert found is not None
+    assert found["pid"] == server.pid
+    assert abs(found["start_time"] - psutil.Process(server.pid).create_time()) < 0.05
+    ref = [c.pid for c in psutil.net_connections(kind="tcp")
+           if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port]
+    assert ref == [server.pid]

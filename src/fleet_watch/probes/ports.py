@@ -5,6 +5,7 @@ is the expensive part and happens only when a port is denied.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
 from pathlib import Path
@@ -67,8 +68,66 @@ def _proc_net_uid(port: int, proc_root: Path) -> int | None:
     return None
 
 
+def _proc_net_listeners(port: int, proc_root: Path) -> list[tuple[int, int]]:
+    """(socket inode, owner uid) of each listener on ``port`` in /proc/net/tcp{,6}."""
+    out: list[tuple[int, int]] = []
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc_root / "net" / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                out.append((int(fields[9]), int(fields[7])))
+    return out
+
+
+def _linux_listener(port: int, proc_root: Path) -> dict[str, Any] | None:
+    """The listener's PID from /proc alone: its socket inode in /proc/net/tcp, then the process (of that socket's
+    uid) whose fd links to it. No psutil import on the guard's denial path (≈20 ms). None: not found this way."""
+    from fleet_watch.probes.processes import process_facts
+
+    sockets = _proc_net_listeners(port, proc_root)
+    if not sockets:
+        return None
+    wanted = {f"socket:[{inode}]" for inode, _ in sockets if inode}
+    uids = {uid for _, uid in sockets}
+    pid = None
+    with os.scandir(proc_root) as entries:
+        for entry in entries:
+            if entry.name.isdigit() and _holds_socket(entry, uids, wanted):
+                pid = int(entry.name)
+                break
+    facts = process_facts(pid, proc_root) if pid is not None else None
+    if pid is None or facts is None:
+        return None
+    return {"pid": pid, "name": facts.name, "start_time": facts.start_time, "uid": facts.uid}
+
+
+def _holds_socket(entry: os.DirEntry[str], uids: set[int], wanted: set[str]) -> bool:
+    """Whether the process of ``/proc/<pid>`` (of one of ``uids``) has one of the ``wanted`` sockets open."""
+    try:
+        if entry.stat().st_uid not in uids:
+            return False
+        with os.scandir(f"{entry.path}/fd") as fds:
+            for fd in fds:
+                try:
+                    if os.readlink(fd.path) in wanted:
+                        return True
+                except OSError:
+                    continue
+    except OSError:
+        return False
+    return False
+
+
 def find_listener(port: int, proc_root: Path | None = None) -> dict[str, Any] | None:
     """Who listens on ``port``: pid, name, start time and uid as far as the OS will say."""
+    if sys.platform.startswith("linux"):
+        found_here = _linux_listener(port, proc_root or Path("/proc"))
+        if found_here is not None:
+            return found_here
     import psutil
 
     found: dict[str, Any] | None = None
