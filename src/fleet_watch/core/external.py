@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from fleet_watch.clock import parse_iso
 from fleet_watch.core import paths
 
 if TYPE_CHECKING:  # the guard reads rows and locks; only a sync needs tnr's instances
@@ -25,10 +25,9 @@ def _ts(text: str | None) -> float | None:
     if not text:
         return None
     try:
-        dt = datetime.fromisoformat(text)
+        return parse_iso(text)
     except ValueError:
         return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -56,16 +56,8 @@ def port_in_use(port: int) -> bool | None:
 
 def _proc_net_uid(port: int, proc_root: Path) -> int | None:
     """The owner uid of a listener from /proc/net/tcp{,6}: readable without root, unlike the socket's PID."""
-    for name in ("tcp", "tcp6"):
-        try:
-            lines = (proc_root / "net" / name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 7 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return int(fields[7])
-    return None
+    found = _proc_net_listeners(port, proc_root)
+    return found[0][1] if found else None
 
 
 def _proc_net_listeners(port: int, proc_root: Path) -> list[tuple[int, int]]:

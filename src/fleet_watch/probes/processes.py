@@ -38,17 +38,24 @@ def _clock_ticks() -> int:
     return os.sysconf("SC_CLK_TCK")
 
 
-def _linux_facts(pid: int, proc: str) -> ProcessFacts | None:
+def _read_stat(pid: int, proc: str) -> bytes | None:
+    """``/proc/<pid>/stat`` in one read (≈15 µs), or None when there is no such process."""
     try:
         fd = os.open(f"{proc}/{pid}/stat", os.O_RDONLY)
     except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
         return None
     try:
-        data = os.read(fd, 4096)
+        return os.read(fd, 4096)
     except ProcessLookupError:  # the process went away between open and read
         return None
     finally:
         os.close(fd)
+
+
+def _linux_facts(pid: int, proc: str) -> ProcessFacts | None:
+    data = _read_stat(pid, proc)
+    if data is None:
+        return None
     # comm may hold spaces and parentheses: the fields after it start at the *last* ')'.
     close = data.rfind(b")")
     name = data[data.find(b"(") + 1 : close].decode("utf-8", "replace")
@@ -98,17 +105,10 @@ def process_facts(pid: int, proc_root: Path | None = None) -> ProcessFacts | Non
 
 def _linux_start_and_state(pid: int, proc: str = "/proc") -> tuple[float, bool] | None:
     """(start time, is zombie) from one read of ``/proc/<pid>/stat``: the guard asks this of every holder, so no
-    uid lookup and no object (≈15 µs). None: no such process. Raises on an odd /proc (the caller falls back)."""
-    try:
-        fd = os.open(f"{proc}/{pid}/stat", os.O_RDONLY)
-    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+    uid lookup and no object. None: no such process. Raises on an odd /proc (the caller falls back)."""
+    data = _read_stat(pid, proc)
+    if data is None:
         return None
-    try:
-        data = os.read(fd, 4096)
-    except ProcessLookupError:
-        return None
-    finally:
-        os.close(fd)
     fields = data[data.rfind(b")") + 2 :].split()
     return int(fields[19]) / _clock_ticks() + _boot_time(proc), fields[0] in (b"Z", b"X")
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from fleet_watch.clock import parse_iso
+
 MIB = 1 << 20
 
 
@@ -66,10 +68,9 @@ def parse_utc(value: object) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        dt = datetime.fromisoformat(value)
+        return parse_iso(value)
     except ValueError:
         return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def short_time(value: object) -> str:
