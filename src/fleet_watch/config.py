@@ -10,9 +10,9 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeGuard
 
 from fleet_watch import jsonio
 from fleet_watch.atomic import write_text_atomic
@@ -92,8 +92,7 @@ def vram_reserve_mb(total_mb: int) -> int:
     return max(0, min(max(512, total_mb // 20), total_mb // 2))
 
 
-@dataclass(frozen=True, slots=True)
-class WorkloadPattern:
+class WorkloadPattern(NamedTuple):
     """One ``patterns`` entry: a command-line regex and what a matching process is registered as.
 
     ``gpu_mb_default`` is a guess shown as an estimate (it never denies anything by itself); ``gpu_mb_reserved``,
@@ -108,21 +107,18 @@ class WorkloadPattern:
     gpu_mb_reserved: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SessionPatternSetting:
+class SessionPatternSetting(NamedTuple):
     name: str
     kind: str
     process_match: str
 
 
-@dataclass(frozen=True, slots=True)
-class PressureThresholds:
+class PressureThresholds(NamedTuple):
     elevated: float = 70.0
     critical: float = 85.0
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(NamedTuple):
     """The validated configuration: every key that code reads is a typed field here (nothing reads the raw file)."""
 
     home: Path
@@ -131,16 +127,16 @@ class Settings:
     preferred_ports: tuple[int, ...] = tuple(DEFAULT_PREFERRED_PORTS)
     physical_ram_mb: int | None = None
     # Per-device budgets (device index -> (total MB, reserve MB)); empty means the single pool.
-    gpu_devices: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    gpu_devices: Mapping[str, tuple[int, int]] = MappingProxyType({})
     patterns: tuple[WorkloadPattern, ...] = ()
     session_patterns: tuple[SessionPatternSetting, ...] = ()
     idle_patterns: tuple[str, ...] = ()
     idle_cpu_threshold: float = 1.0
     pressure_thresholds: PressureThresholds = PressureThresholds()
-    framework_overhead: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FRAMEWORK_OVERHEAD))
+    framework_overhead: Mapping[str, float] = MappingProxyType(DEFAULT_FRAMEWORK_OVERHEAD)
     gpu_pageout_thrash_threshold: float = DEFAULT_THRASH_PAGEOUTS_PER_S
     changelog_max_bytes: int = 1 << 20  # one generation of state_changelog.jsonl; two are kept
-    server_api_keys: Mapping[int, str] = field(default_factory=dict)  # port -> key; never printed or logged
+    server_api_keys: Mapping[int, str] = MappingProxyType({})  # port -> key; never printed or logged
     server_api_timeout_s: float = 0.8  # one round of questions to the model servers
     thunder_tnr_timeout_s: float = 10.0
     thunder_claim_ttl_s: int = 600  # an external claim lives this long past its claim or last heartbeat

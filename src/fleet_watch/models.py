@@ -7,8 +7,7 @@ time; the same shape will carry session leases, reservations and external resour
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 ClaimKind = Literal["port", "repo", "gpu"]
 
@@ -25,20 +24,19 @@ GPU_POOL = "all"
 HolderKind = Literal["process", "lease", "reservation"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Holder:
+class Holder(NamedTuple):
     """Who holds a claim: a registered process (PID and start time), a session lease (its owner process, if it
     named one), or a reservation made before any process exists (it holds until ``expires_at``). ``record_id`` is
     the row in the holder's own table: ``key`` tells holders of different kinds apart."""
 
     record_id: int
-    kind: HolderKind = "process"
     pid: int | None
     start_time: float | None
     name: str
     workstream: str
     session_id: str
     priority: int
+    kind: HolderKind = "process"
     expires_at: float | None = None  # reservations
     closed: bool = False  # leases
 
@@ -55,8 +53,7 @@ class Holder:
         return f"PID {self.pid} ({self.name})"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Lease:
+class Lease(NamedTuple):
     """A session's lease: who owns the session (a process, when one was named), what repo it holds, and whether it
     is still open. A closed lease, or one whose owner is gone, holds nothing."""
 
@@ -75,8 +72,7 @@ class Lease:
         return self.closed_at is not None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reservation:
+class Reservation(NamedTuple):
     """Resources held before a process exists (``fleet claim``), until ``expires_at`` or until released."""
 
     reservation_id: int
@@ -89,12 +85,11 @@ class Reservation:
     gpu: tuple[tuple[str, int], ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Claim:
+class Claim(NamedTuple):
     kind: ClaimKind
     key: str  # the port number, the resolved repo path, or the GPU device ("all" for the single pool)
-    amount_mb: int = 0  # only GPU claims are budgeted
     holder: Holder
+    amount_mb: int = 0  # only GPU claims are budgeted
     basis: ClaimBasis = "declared"
     claim_id: int = 0
 
@@ -103,8 +98,7 @@ class Claim:
         return self.basis in FIRM_BASES
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProcessRecord:
+class ProcessRecord(NamedTuple):
     """One registered process and everything it claims."""
 
     record_id: int
@@ -130,8 +124,7 @@ class ProcessRecord:
         return sum(mb for _, mb in self.gpu)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
+class Event(NamedTuple):
     """One audit-trail entry as stored. ``detail`` is a JSON object."""
 
     seq: int
@@ -139,13 +132,12 @@ class Event:
     event_type: str
     pid: int | None
     workstream: str | None
-    detail: dict[str, object] = field(default_factory=dict)
+    detail: dict[str, object]
     prev_hash: str = ""
     hash: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GpuBudget:
+class GpuBudget(NamedTuple):
     total_mb: int
     reserve_mb: int
     allocated_mb: int

@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Agent = Literal["claude", "codex", "gemini"]
 AGENTS: tuple[Agent, ...] = ("claude", "codex", "gemini")
@@ -61,8 +60,7 @@ class BadPayload(ValueError):
     """The hook's input is not what this agent sends; the message says what, in one line."""
 
 
-@dataclass(frozen=True, slots=True)
-class HookEvent:
+class HookEvent(NamedTuple):
     agent: Agent
     kind: EventKind
     event_name: str
@@ -75,8 +73,7 @@ class HookEvent:
     detail: str | None = None  # SessionStart source / SessionEnd reason
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     stdout: str = ""
     stderr: str = ""
     exit_code: int = 0

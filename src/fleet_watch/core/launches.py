@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 LaunchKind = Literal["model_server", "dev_server", "listener"]
 
@@ -74,8 +73,7 @@ _DEV_SERVERS: tuple[tuple[re.Pattern[str], int | None], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Launch:
+class Launch(NamedTuple):
     """One simple command that will listen or load a model."""
 
     kind: LaunchKind

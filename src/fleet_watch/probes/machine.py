@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.core.estimator.fit import apple_wired_limit_mb
 from fleet_watch.probes.nvml import GpuDevice, GpuProbe, NvmlProbe
 
 
-@dataclass(frozen=True, slots=True)
-class MachineMemory:
+class MachineMemory(NamedTuple):
     physical_ram_mb: int
     gpu_devices: tuple[GpuDevice, ...]
     apple_wired_limit_mb: int | None  # the Metal working-set limit on Apple Silicon

@@ -18,9 +18,9 @@ import stat
 import struct
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from fleet_watch import jsonio
 from fleet_watch.core.estimator.arch import Architecture
@@ -38,8 +38,7 @@ MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 _SHARD_RE = re.compile(r"^(?P<stem>.*)-(?P<idx>\d{5})-of-(?P<n>\d{5})\.gguf$")
 
 
-@dataclass(frozen=True, slots=True)
-class ModelFile:
+class ModelFile(NamedTuple):
     """What a model file or folder says about itself."""
 
     arch: Architecture
@@ -47,7 +46,7 @@ class ModelFile:
     quant: Quant
     model_source: str  # "gguf_header", "hf_folder", "hf_cache"
     path: str
-    tensor_types: Mapping[str, int] = field(default_factory=dict)  # ggml type -> bytes
+    tensor_types: Mapping[str, int] = MappingProxyType({})  # ggml type -> bytes
     repack_bytes: int = 0  # Q4_0 / IQ4_NL matrices that llama.cpp copies into a CPU_REPACK buffer
     group_size: int = 64
     weights_exact: bool = True

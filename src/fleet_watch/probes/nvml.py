@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 MIB = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class GpuDevice:
-    index: int
+class GpuDevice(NamedTuple):
+    index: int  # type: ignore[assignment]  # NVML's name; it hides tuple.index(), which no one calls on a device
     name: str
     total_mb: int
     used_mb: int
@@ -26,8 +24,7 @@ class GpuDevice:
     temperature_c: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class GpuProcess:
+class GpuProcess(NamedTuple):
     device: int
     pid: int
     used_mb: int | None

@@ -4,8 +4,7 @@ guard contract), built from the verdict ``core.estimator.decide`` reached on wha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch.core.estimator.arch import Architecture
 from fleet_watch.core.estimator.decide import Options, Resolved, Room, Verdict
@@ -13,8 +12,7 @@ from fleet_watch.core.estimator.decide import Options, Resolved, Room, Verdict
 UNKNOWN_REASON = "insufficient_input"
 
 
-@dataclass(frozen=True, slots=True)
-class MachineFit:
+class MachineFit(NamedTuple):
     """The same model and context on a machine of a common size, planned like ``--ram-mb``."""
 
     memory_gb: int

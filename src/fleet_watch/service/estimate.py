@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch.config import Settings
 from fleet_watch.core.estimator import attention, decide, engines, workingset
@@ -159,8 +158,7 @@ def _kv_dtype(kv_dtype: str | None, framework: str, quant: Quant) -> str:
     return key
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EstimateRequest:
+class EstimateRequest(NamedTuple):
     """What is asked: a model and how it will run, and where (``ram_mb``: another machine of that size)."""
 
     model: str | None

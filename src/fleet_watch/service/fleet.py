@@ -11,10 +11,9 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fleet_watch import clock as clocks
 from fleet_watch.config import Detected, Settings, ensure_home, load_settings
@@ -40,8 +39,7 @@ def resolve_repo(path: str) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClaimRequest:
+class ClaimRequest(NamedTuple):
     """What a caller wants to hold: any number of ports and repos, and GPU memory on the pool or one device."""
 
     ports: tuple[int, ...] = ()
@@ -93,10 +91,12 @@ def decide_claims(
     return out
 
 
-@dataclass(slots=True)
 class CleanResult:
-    removed: list[tuple[ProcessRecord, str]] = field(default_factory=list)
-    expired: list[ProcessRecord] = field(default_factory=list)
+    __slots__ = ("expired", "removed")
+
+    def __init__(self) -> None:
+        self.removed: list[tuple[ProcessRecord, str]] = []
+        self.expired: list[ProcessRecord] = []
 
 
 class Fleet:

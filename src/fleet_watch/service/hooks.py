@@ -14,8 +14,7 @@ import functools
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from fleet_watch.core.hookio import HookEvent
 from fleet_watch.core.launches import Launch, parse_launches
@@ -36,8 +35,7 @@ def on_error_policy(settings: Settings) -> OnError:
     return "warn" if settings.hooks_on_error == "warn" else "deny"
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     allowed: bool
     reason: str | None = None
     notes: tuple[str, ...] = ()  # for the user: what could not be checked
@@ -198,8 +196,7 @@ def _edit_denial(path: str, repo_dir: str, check: dict[str, Any], session_id: st
 
 # -- session lifecycle (the lease API of issue #9 plugs in here) ----------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class AgentSession:
+class AgentSession(NamedTuple):
     """An agent session as its SessionStart/SessionEnd hook describes it, with the agent's own process (the lease's
     owner) identified by PID and start time."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fleet_watch.core import liveness, paths
@@ -28,15 +27,16 @@ def kernel_death(pid: int, start_time: float) -> str | None:
     return death_reason(pid, start_time)
 
 
-@dataclass(slots=True)
 class Ledger:
-    claims: list[Claim]
-    holders: list[Holder]
-    probe: DeathProbe = kernel_death
-    now: float = 0.0
-    external_locks: list[ExternalLock] = field(default_factory=list)  # repo locks of live external claims
-    external_resources: list[dict[str, Any]] = field(default_factory=list)  # state.external_resources
-    _deaths: dict[tuple[str, int], str | None] = field(default_factory=dict)
+    __slots__ = ("_deaths", "claims", "external_locks", "external_resources", "holders", "now", "probe")
+
+    def __init__(self, claims: list[Claim], holders: list[Holder], probe: DeathProbe = kernel_death, now: float = 0.0,
+                 external_locks: list[ExternalLock] | None = None,
+                 external_resources: list[dict[str, Any]] | None = None) -> None:
+        self.claims, self.holders, self.probe, self.now = claims, holders, probe, now
+        self.external_locks = external_locks or []  # repo locks of live external claims
+        self.external_resources = external_resources or []  # state.external_resources
+        self._deaths: dict[tuple[str, int], str | None] = {}
 
     @classmethod
     def read(cls, conn: sqlite3.Connection, now: float, probe: DeathProbe = kernel_death) -> Ledger:

@@ -7,7 +7,7 @@ freest one otherwise), Apple Silicon's GPU working-set (wired) limit, else physi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.config import Settings, default_reserve_mb
 from fleet_watch.core.estimator import fit
@@ -16,8 +16,7 @@ from fleet_watch.errors import UsageError
 _SPLIT_ACROSS_GPUS = ("llama_cpp", "ollama", "transformers")
 
 
-@dataclass(frozen=True, slots=True)
-class Memory:
+class Memory(NamedTuple):
     limit_mb: int  # the memory the working set must fit in, before reserve and claims
     physical_ram_mb: int
     device: str  # cuda, apple, cpu

@@ -9,8 +9,7 @@ the common port/repo guard stays on the standard library.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch.core import guard, inputs
 from fleet_watch.errors import UsageError
@@ -19,8 +18,7 @@ from fleet_watch.probes import ports as port_probe
 from fleet_watch.service.fleet import ClaimRequest, Fleet, decide_claims, resolve_repo
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GuardRequest:
+class GuardRequest(NamedTuple):
     port: int | None = None
     repo: str | None = None
     gpu_mb: int | None = None
@@ -38,8 +36,7 @@ class GuardRequest:
         return bool(self.framework or self.model)
 
 
-@dataclass(slots=True)
-class GuardResult:
+class GuardResult(NamedTuple):
     allowed: bool
     request: dict[str, Any]
     checks: dict[str, dict[str, Any]]

@@ -7,15 +7,13 @@ Tensor names and shapes follow llama.cpp's GGUF conventions (``gguf-py/gguf/cons
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_LAYERS = 1024
 MAX_CONTEXT = 10_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Tensor:
+class Tensor(NamedTuple):
     name: str
     ne0: int  # row length
     ne1: int = 1  # rows
@@ -30,8 +28,7 @@ class Tensor:
         return self.ne1 == 1 and self.n_expert == 1
 
 
-@dataclass(frozen=True, slots=True)
-class Architecture:
+class Architecture(NamedTuple):
     """One model's shape. Attention: ``heads`` x ``head_dim`` queries, ``kv_heads`` x ``head_dim`` keys/values."""
 
     name: str
@@ -62,7 +59,6 @@ class Architecture:
     fused_qkv: bool = False  # Phi-3 stores attn_qkv and a fused ffn_up
     attn_bias_sinks: bool = False  # gpt-oss: attention and expert biases, attention sinks
     gguf_arch: str = "llama"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         """Fields outside what any real model has: a damaged or hostile header must not drive the estimate
@@ -89,7 +85,7 @@ class Architecture:
         return self.kv_lora > 0
 
     def with_context(self, context: int) -> Architecture:
-        return replace(self, context=context)
+        return self._replace(context=context)
 
     def is_sliding(self, layer: int) -> bool:
         if not self.sliding_window or self.global_every <= 0:
@@ -200,7 +196,7 @@ class Architecture:
 
 def architecture_from_mapping(name: str, row: Mapping[str, Any]) -> Architecture:
     """Build an Architecture from a catalog row (see ``fleet_watch/data/models.json``)."""
-    known = {f for f in Architecture.__dataclass_fields__ if f not in ("name", "extra")}
+    known = {f for f in Architecture._fields if f != "name"}
     kwargs = {k: row[k] for k in known if k in row and row[k] is not None}
     return Architecture(name=name, **kwargs)
 

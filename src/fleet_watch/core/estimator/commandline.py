@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.core.estimator import attention
 from fleet_watch.core.estimator.quant import normalize_kv_dtype
 
 
-@dataclass(frozen=True, slots=True)
-class ServerCommand:
+class ServerCommand(NamedTuple):
     framework: str
     model: str | None
     ctx: int | None = None

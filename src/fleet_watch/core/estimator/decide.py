@@ -7,7 +7,7 @@ machine's memory and what registered workloads hold) and ``reports.estimate`` re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.core.estimator import attention, engines, fit, workingset
 from fleet_watch.core.estimator.arch import MAX_CONTEXT, Architecture
@@ -20,8 +20,7 @@ REASON = "working_set_exceeds_physical_ram"
 MAX_PARALLEL = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """A model as the best source describes it (``model_source``: gguf_header, hf_folder, hf_cache, catalog,
     size_only)."""
 
@@ -37,8 +36,7 @@ class Resolved:
     weights_exact: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
+class Options(NamedTuple):
     """How the engine runs the model (all checked and defaulted by the service)."""
 
     framework: str  # canonical
@@ -50,8 +48,7 @@ class Options:
     gpu_memory_utilization: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Room:
+class Room(NamedTuple):
     """The memory a working set must fit in, after the reserve and what registered workloads hold."""
 
     device: str  # cuda, apple, cpu
@@ -65,8 +62,7 @@ class Room:
     available_mb: int
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     working_set: workingset.WorkingSet
     fits: bool
     reason: str | None

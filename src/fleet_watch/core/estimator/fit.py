@@ -4,7 +4,7 @@ context that fits)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.core.estimator import engines
 from fleet_watch.core.estimator.quant import GGUF_LADDER, HF_LADDER, MLX_LADDER, Quant, quant_from_label
@@ -33,8 +33,7 @@ def apple_wired_limit_mb(ram_mb: int, wired_limit_setting: int | None) -> tuple[
     return int(ram_mb * fraction), True
 
 
-@dataclass(frozen=True, slots=True)
-class Alternative:
+class Alternative(NamedTuple):
     kind: str  # "quantization" or "context"
     quantization: str
     context_tokens: int

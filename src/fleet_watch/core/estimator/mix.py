@@ -10,7 +10,6 @@ reproduce published file sizes to within 0.2 % (bench/estimator_accuracy.py). Th
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from fleet_watch.core.estimator.arch import Architecture, Tensor
 from fleet_watch.core.estimator.quant import GGML_BLOCKS, Quant, bytes_per_weight_nongguf, ggml_bytes
@@ -46,12 +45,15 @@ def _shape_fallback(type_name: str, ne0: int) -> str:
     return "Q8_0"
 
 
-@dataclass
 class _Counters:
-    n_attn_v: int
-    n_ffn_down: int
-    i_attn_v: int = 0
-    i_ffn_down: int = 0
+    """How many attention-V and FFN-down tensors there are, and how many were typed so far (llama.cpp's
+    ``use_more_bits`` rule depends on the position)."""
+
+    __slots__ = ("i_attn_v", "i_ffn_down", "n_attn_v", "n_ffn_down")
+
+    def __init__(self, n_attn_v: int, n_ffn_down: int) -> None:
+        self.n_attn_v, self.n_ffn_down = n_attn_v, n_ffn_down
+        self.i_attn_v = self.i_ffn_down = 0
 
 
 def _is_unquantized(t: Tensor) -> bool:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 # "0.5b", "1.5B", "8x7b", "30b-a3b", "235B-A22B", "20b", "405m": a size is digits (with decimals) then b/m,
 # standing alone between separators, so "4bit", "qwen2.5" and "q4_k_m" are not sizes.
@@ -16,8 +15,7 @@ _SIZE_RE = re.compile(
     r"(?<![a-z0-9.])(?:(\d+)x)?(\d+(?:\.\d+)?)([bm])(?:-a(\d+(?:\.\d+)?)b)?(?![a-z0-9])")
 
 
-@dataclass(frozen=True, slots=True)
-class SizeToken:
+class SizeToken(NamedTuple):
     params_b: float  # the number in the name (per expert for "8x7b")
     experts: int = 0  # "8x7b" -> 8
     active_b: float | None = None  # "30b-a3b" -> 3
@@ -68,8 +66,7 @@ def parse_bare_size(text: str) -> SizeToken | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class CatalogMatch:
+class CatalogMatch(NamedTuple):
     key: str
     row: Mapping[str, Any]
     size: SizeToken | None

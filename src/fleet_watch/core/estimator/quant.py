@@ -8,7 +8,7 @@ import numpy; ``tests/estimator`` checks the copy against the package).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # ggml type -> (elements per block, bytes per block)
 GGML_BLOCKS: dict[str, tuple[int, int]] = {
@@ -48,8 +48,7 @@ def normalize_kv_dtype(text: str) -> str | None:
     return key if key in KV_TYPES else None
 
 
-@dataclass(frozen=True, slots=True)
-class Quant:
+class Quant(NamedTuple):
     """A weight format. ``kind`` is "gguf" (a llama.cpp file type), "mlx", "awq", "gptq", "fp8" or "float"."""
 
     label: str  # canonical spelling: Q4_K_M, IQ4_XS, MXFP4_MOE, MLX-4bit, AWQ-4bit, GPTQ-8bit, FP8, BF16, F16, F32

@@ -8,7 +8,7 @@ real shape and context; the fixed runtime term (process, CUDA context, allocator
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.core.estimator import kv as kvmod
 from fleet_watch.core.estimator.arch import Architecture
@@ -84,8 +84,7 @@ def default_context(framework: str, model_context: int, device_total_mb: int | N
     return model_context
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     arch: Architecture
     weights_bytes: int
     framework: str  # canonical; a name that is not in FRAMEWORKS is modelled like llama_cpp
@@ -100,8 +99,7 @@ class Plan:
     gpu_memory_utilization: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class WorkingSet:
+class WorkingSet(NamedTuple):
     weights_mb: int
     kv_cache_mb: int
     activations_mb: int
