@@ -70,7 +70,8 @@ def test_sync_plan_adds_refreshes_marks_gone_and_purges() -> None:
     def row(rid: int, ext: str, status: str, gone_at: str | None = None) -> external.ExternalRow:
         return external.ExternalRow(row_id=rid, provider="thunder", external_id=ext, short_id=None,
                                     resource_type="instance", name=ext, status=status, gpu_type=None, gpu_count=None,
-                                    endpoint=None, cleanup_cmd=None, first_seen="x", last_seen="x", gone_at=gone_at)
+                                    endpoint=None, cleanup_cmd=None, metadata={}, first_seen="x", last_seen="x",
+                                    gone_at=gone_at)
 
     rows = [row(1, a.external_id, "STOPPED"), row(2, "vanished", "RUNNING"),
             row(3, "long-gone", "GONE", "2026-11-01T00:00:00.000000+00:00"),

@@ -8,8 +8,7 @@ that its provider no longer reports is gone: it holds nothing, and its row is dr
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fleet_watch.clock import parse_iso
 from fleet_watch.core import paths
@@ -30,8 +29,7 @@ def _ts(text: str | None) -> float | None:
         return None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExternalRow:
+class ExternalRow(NamedTuple):
     """One ``external_resources`` row."""
 
     row_id: int
@@ -45,7 +43,7 @@ class ExternalRow:
     gpu_count: int | None
     endpoint: str | None
     cleanup_cmd: str | None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any]
     first_seen: str
     last_seen: str
     gone_at: str | None = None
@@ -85,16 +83,18 @@ def purgeable(row: ExternalRow, now: float) -> bool:
     return gone is not None and now - gone > GONE_RETENTION_S
 
 
-@dataclass(slots=True)
 class SyncPlan:
     """What one provider snapshot changes: rows to add, to refresh, to mark gone, to drop."""
 
-    added: list[Instance] = field(default_factory=list)
-    refreshed: list[tuple[ExternalRow, Instance]] = field(default_factory=list)
-    gone: list[ExternalRow] = field(default_factory=list)
-    purged: list[ExternalRow] = field(default_factory=list)
-    status_changes: list[tuple[ExternalRow, Instance]] = field(default_factory=list)
-    returned: list[tuple[ExternalRow, Instance]] = field(default_factory=list)  # gone rows reported again
+    __slots__ = ("added", "gone", "purged", "refreshed", "returned", "status_changes")
+
+    def __init__(self) -> None:
+        self.added: list[Instance] = []
+        self.refreshed: list[tuple[ExternalRow, Instance]] = []
+        self.gone: list[ExternalRow] = []
+        self.purged: list[ExternalRow] = []
+        self.status_changes: list[tuple[ExternalRow, Instance]] = []
+        self.returned: list[tuple[ExternalRow, Instance]] = []  # gone rows reported again
 
     @property
     def changed(self) -> bool:
@@ -143,8 +143,7 @@ def resource_view(row: ExternalRow, now: float) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class ExternalLock:
+class ExternalLock(NamedTuple):
     """A repo lock held by a live external claim: for the guard's repo decision and ``locked_repos``."""
 
     repo_dir: str

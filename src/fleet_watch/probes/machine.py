@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from typing import NamedTuple
 
@@ -37,6 +36,8 @@ def physical_ram_mb() -> int:
 
 
 def _sysctl_int(name: str) -> int | None:
+    import subprocess  # macOS only: Linux reads /proc, and the hooks' estimate path stays without it
+
     try:
         out = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=2, check=False)
     except (OSError, subprocess.SubprocessError):

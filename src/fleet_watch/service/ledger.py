@@ -42,7 +42,7 @@ class Ledger:
     def read(cls, conn: sqlite3.Connection, now: float, probe: DeathProbe = kernel_death) -> Ledger:
         """The caller holds a read snapshot (or the write lock): every query sees one state. External claims are
         live by their own rule (present at the provider, expiry ahead of ``now``)."""
-        claims, holders = registry.all_claims(conn), registry.all_holders(conn)
+        claims, holders = registry.ledger_rows(conn)
         if not registry.has_external_resources(conn):  # the common case: no import of the external modules
             return cls(claims, holders, probe, now)
         from fleet_watch.service.external import external_repo_locks, live_external_resources
