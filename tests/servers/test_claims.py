@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.servers.helpers import StandIns
 
 GIB = 1024**3
@@ -84,13 +86,22 @@ def test_guard_denial_lists_reclaimable_models_and_unload_turns_it_into_an_allow
     assert "reclaimable" not in after.json()["checks"]["gpu"]
 
 
-def test_the_common_guard_path_never_loads_the_http_code(fleet_home: Path) -> None:
+HTTP_CODE = ("fleet_watch.probes.servers", "fleet_watch.service.servers", "http.client", "concurrent.futures")
+
+
+@pytest.mark.parametrize(("args", "allowed"), [
+    (["--port", "8931", "--gpu", "10"], True),
+    # Denied (a 70B model in 4 GB), with no model server registered to ask: nothing to reclaim, no HTTP code.
+    (["--gpu", "1000", "--framework", "llama_cpp", "--model", "llama-3.1-70b-Q4_K_M", "--ram-mb", "4096"], False),
+])
+def test_the_guard_loads_the_http_code_only_to_ask_a_model_server(fleet_home: Path, args: list[str],
+                                                                   allowed: bool) -> None:
     code = ("import sys\nfrom fleet_watch.cli import main\n"
-            "rc = main(['guard', '--port', '8931', '--gpu', '10', '--json'])\n"
-            "bad = [m for m in ('fleet_watch.probes.servers', 'fleet_watch.service.reclaim', "
-            "'fleet_watch.service.servers', 'http.client', 'concurrent.futures') if m in sys.modules]\n"
+            f"rc = main(['guard', *{args!r}, '--json'])\n"
+            f"bad = [m for m in {HTTP_CODE!r} if m in sys.modules]\n"
             "print('LOADED', bad)\nsys.exit(rc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "FLEET_WATCH_HOME": str(fleet_home)})
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == (0 if allowed else 1), out.stderr
+    assert ('"allowed": true' in out.stdout) is allowed
     assert out.stdout.strip().endswith("LOADED []")

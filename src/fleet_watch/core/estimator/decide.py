@@ -7,6 +7,7 @@ machine's memory and what registered workloads hold) and ``reports.estimate`` re
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 from fleet_watch.core.estimator import attention, engines, fit, workingset
@@ -90,6 +91,7 @@ def check_request(*, ctx: int | None, parallel: int, allocated_mb: int, gpu_memo
         raise UsageError(f"--flash-attn must be one of {', '.join(attention.SETTINGS)}, got {shown(flash_attn)}")
 
 
+@lru_cache(maxsize=64)  # the context search asks it once per step for the same model
 def repack_bytes(arch: Architecture, quant: Quant) -> int:
     """llama.cpp's CPU_REPACK copy of the Q4_0 / IQ4_NL matrices (facts §A4.1 "CPU repack")."""
     if not quant.is_gguf:

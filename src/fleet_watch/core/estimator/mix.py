@@ -10,6 +10,7 @@ reproduce published file sizes to within 0.2 % (bench/estimator_accuracy.py). Th
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from fleet_watch.core.estimator.arch import Architecture, Tensor
 from fleet_watch.core.estimator.quant import GGML_BLOCKS, Quant, bytes_per_weight_nongguf, ggml_bytes
@@ -136,6 +137,7 @@ def gguf_types(arch: Architecture, ftype: str) -> Iterable[tuple[Tensor, str]]:
             yield t, _shape_fallback(_rule(arch, ftype, t, counters), t.ne0)
 
 
+@lru_cache(maxsize=64)  # the alternatives ask again for the same shape and type (values: hashable tuples)
 def gguf_weight_bytes(arch: Architecture, ftype: str) -> int:
     return sum(ggml_bytes(type_name, t.n_elements) for t, type_name in gguf_types(arch, ftype))
 
