@@ -1,7 +1,12 @@
-"""Every command is documented in the README and has working help; help has no side effects."""
+"""Every command is documented in the README and has working help; help has no side effects; the README's library
+section runs and names methods that exist."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +36,18 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "scripts/test.sh" in quick[1]
     ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
     assert quick[1] in ci
+
+
+def test_the_readme_library_section_runs_and_names_real_methods(fleet_home: Path) -> None:
+    from fleet_watch.service.fleet import Fleet
+
+    section = README.split("## Library", 1)[1].split("\n## ", 1)[0]
+    snippet = section.split("```python", 1)[1].split("```", 1)[0]
+    r = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60, check=False,
+                       env={**os.environ, "FLEET_WATCH_HOME": str(fleet_home)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Chain valid: True")
+    facade = section.split("facade the CLI uses (", 1)[1].split(")", 1)[0]
+    methods = re.findall(r"`(\w+)`", facade)
+    assert len(methods) >= 5
+    assert [m for m in methods if not callable(getattr(Fleet, m, None))] == []
