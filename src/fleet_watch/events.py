@@ -26,4 +26,4 @@ def verify(conn: sqlite3.Connection) -> ChainReport:
 def verify_chain(conn: sqlite3.Connection) -> tuple[bool, int]:
     """(True, n) when all n events verify; (False, k) where k events verified before the first break."""
     report = verify(conn)
-    return report.valid, report.count
+    return report.valid, report.event_count

@@ -55,7 +55,7 @@ def test_changing_any_field_of_any_event_is_detected_and_named(chain_db: Path, c
         assert not report.valid
         assert report.first_break is not None, (column, seq, report)
         assert report.first_break.seq == seq, (column, seq, report)
-        assert report.count == seq - 1
+        assert report.event_count == seq - 1
 
 
 def test_deleting_a_middle_event_is_named(chain_db: Path) -> None:

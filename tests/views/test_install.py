@@ -264,8 +264,7 @@ def test_launchd_failures_leave_the_plist(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_service_definitions_refuse_line_breaks(tmp_path: Path) -> None:
     host: Any = _mac(tmp_path)
-    bad = install.Host(**{**{k: getattr(host, k) for k in host.__dataclass_fields__},
-                          "env": {"FLEET_WATCH_HOME": "/x\n<key>Evil</key>"}})
+    bad = host._replace(env={"FLEET_WATCH_HOME": "/x\n<key>Evil</key>"})
     with pytest.raises(UsageError):
         install.install_launchd(bad, interval=60, output=tmp_path / "x.plist", load=False)
     assert not (tmp_path / "x.plist").exists()

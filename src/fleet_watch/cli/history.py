@@ -30,13 +30,13 @@ def history(event_type: str | None, hours: float, limit: int, verify: bool, wide
     if verify:
         brk = report.first_break
         if brk is not None:  # the one error path: one line, or one JSON object with the break named
-            raise IntegrityError(f"chain broken at event {brk.seq}: {brk.reason} ({report.count} events verify)",
-                                 extra={"valid": False, "count": report.count,
+            raise IntegrityError(f"chain broken at event {brk.seq}: {brk.reason} ({report.event_count} events verify)",
+                                 extra={"valid": False, "count": report.event_count,
                                         "first_break": {"id": brk.seq, "reason": brk.reason}})
         if as_json:
-            emit_json({"valid": True, "count": report.count, "first_break": None})
+            emit_json({"valid": True, "count": report.event_count, "first_break": None})
         else:
-            click.echo(f"Chain valid: {report.count} events")
+            click.echo(f"Chain valid: {report.event_count} events")
         return 0
     if as_json:
         emit_json([event_view(e) for e in events])

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import copy
 import shlex
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch.core.hookio import PRE_TOOL_EVENT, PRE_TOOL_MATCHER, Agent
 
@@ -29,8 +28,7 @@ class BadSettings(ValueError):
     """The settings document has a shape we do not edit; the message names the key."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     event: str
     matcher: str | None
     handler: dict[str, Any]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.models import Event
 
@@ -46,18 +46,16 @@ def event_hash(
     return HASH_PREFIX + hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class ChainBreak:
+class ChainBreak(NamedTuple):
     """The first event at which the chain stops verifying, and why."""
 
     seq: int
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class ChainReport:
+class ChainReport(NamedTuple):
     valid: bool
-    count: int
+    event_count: int  # the events that verify (before the first break)
     first_break: ChainBreak | None
 
 

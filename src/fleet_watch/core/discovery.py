@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from types import MappingProxyType
+from typing import NamedTuple, Protocol
 
 from fleet_watch.config import SessionPatternSetting, WorkloadPattern
 from fleet_watch.core import liveness as live_rule
@@ -68,9 +69,7 @@ class ProcLike(Protocol):
     def is_zombie(self) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Pattern:
-    index: int
+class Pattern(NamedTuple):
     name_template: str
     regex: re.Pattern[str]
     workstream: str
@@ -79,8 +78,7 @@ class Pattern:
     gpu_mb_reserved: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SessionPattern:
+class SessionPattern(NamedTuple):
     name: str
     kind: str
     regex: re.Pattern[str]
@@ -89,10 +87,10 @@ class SessionPattern:
 def compile_patterns(patterns: Sequence[WorkloadPattern]) -> list[Pattern]:
     """Config ``patterns`` (validated by config.py) to compiled rules; matching is case-insensitive."""
     return [
-        Pattern(index=i, name_template=p.name_template, regex=re.compile(p.process_match, re.I),
+        Pattern(name_template=p.name_template, regex=re.compile(p.process_match, re.I),
                 workstream=p.workstream, priority=p.priority, gpu_mb_default=p.gpu_mb_default,
                 gpu_mb_reserved=p.gpu_mb_reserved)
-        for i, p in enumerate(patterns)
+        for p in patterns
     ]
 
 
@@ -213,8 +211,7 @@ def estimate_key(cmdline: str) -> str:
     return " ".join(out)
 
 
-@dataclass(frozen=True, slots=True)
-class Workload:
+class Workload(NamedTuple):
     """One discovered workload: a matching process plus the same-pattern processes below it."""
 
     pid: int
@@ -327,18 +324,16 @@ def gpu_changed(old_mb: int, new_mb: int) -> bool:
     return delta > 64 and delta > 0.05 * max(old_mb, 1)
 
 
-@dataclass(frozen=True, slots=True)
-class Observed:
+class Observed(NamedTuple):
     """A workload together with its GPU figure, ready to compare with the registry."""
 
     workload: Workload
     gpu_mb: int
     gpu_source: str
-    gpu_devices: Mapping[str, int] = field(default_factory=dict)
+    gpu_devices: Mapping[str, int] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Update:
+class Update(NamedTuple):
     record: ProcessRecord
     observed: Observed
     ports_added: tuple[int, ...]
@@ -346,8 +341,7 @@ class Update:
     gpu_changed: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Removal:
+class Removal(NamedTuple):
     record: ProcessRecord
     reason: str  # dead_pid | pid_reused | zombie | no_longer_matches
 
@@ -408,8 +402,7 @@ def plan_changes(
     return plan
 
 
-@dataclass(frozen=True, slots=True)
-class SessionMatch:
+class SessionMatch(NamedTuple):
     pid: int
     kind: str
     name: str

@@ -5,8 +5,7 @@ idle classification, and the GPU-memory alerts. Parsed values and ``now``/interv
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch.config import PressureThresholds
 from fleet_watch.core.discovery import MEASURED_GPU_SOURCES
@@ -20,8 +19,7 @@ PSI_CRITICAL_FULL_AVG10 = 10.0  # % of the last 10 s in which *every* task stall
 LABELS = ("OK", "ELEVATED", "CRITICAL")
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryCounters:
+class MemoryCounters(NamedTuple):
     """One memory reading, platform-neutral. MB are 2^20 bytes; pageouts/swapins are raw page counters."""
 
     source: str  # "linux-proc", "linux-cgroup-v2", "linux-cgroup-v1", "darwin"

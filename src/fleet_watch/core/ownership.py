@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Final, Literal, NamedTuple
 
 from fleet_watch.core import liveness
 
 STALE_AFTER_S = 180.0  # a heartbeat older than this has expired (README ownership model)
 
-LIVE = "live"
-DISCONNECTED = "disconnected"
-STALE_CANDIDATE = "stale_candidate"
-ORPHAN_CONFIRMED = "orphan_confirmed"
-EXITED = "exited"
-CLASSES: tuple[str, ...] = (LIVE, DISCONNECTED, STALE_CANDIDATE, ORPHAN_CONFIRMED, EXITED)
+OwnershipClass = Literal["live", "disconnected", "stale_candidate", "orphan_confirmed", "exited"]
+LIVE: Final = "live"
+DISCONNECTED: Final = "disconnected"
+STALE_CANDIDATE: Final = "stale_candidate"
+ORPHAN_CONFIRMED: Final = "orphan_confirmed"
+EXITED: Final = "exited"
+CLASSES: tuple[OwnershipClass, ...] = (LIVE, DISCONNECTED, STALE_CANDIDATE, ORPHAN_CONFIRMED, EXITED)
 
 # What a lease says about its session (``LeaseFacts.status``); MISSING: a named session without a lease; NONE: the
 # process was registered for itself (session ``cli-<pid>``), so there is no lease to look for.
@@ -45,8 +46,7 @@ def own_session(pid: int, session_id: str) -> bool:
 
 
 # -- the parent chain -----------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProcessNode:
+class ProcessNode(NamedTuple):
     """One process as the ancestry probe read it. ``unit``: the systemd unit its cgroup names (the deepest
     ``.service`` or ``.scope`` in the path), None when it is in none (containers, no systemd, macOS)."""
 
@@ -58,8 +58,7 @@ class ProcessNode:
     unit: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChainFacts:
+class ChainFacts(NamedTuple):
     """What the parent-chain rule needs about one process, read at one moment.
 
     ``parent`` is None when the parent is PID 0/1 or could not be read; ``ancestors`` are the PIDs above the process,
@@ -76,8 +75,7 @@ class ChainFacts:
     launchd_job: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ChainVerdict:
+class ChainVerdict(NamedTuple):
     """``detached``: True (its launcher is gone), False (attached, or owned by the service manager), None (unknown).
     ``managed_by``: the service manager's unit or job that owns it; such a process is never an orphan."""
 
@@ -155,8 +153,7 @@ def parent_chain(facts: ChainFacts | None, *, lease_owner: int | None = None) ->
 
 
 # -- the session lease ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeaseFacts:
+class LeaseFacts(NamedTuple):
     """A session lease as the classifier needs it. ``owner_death``: why its owner process is gone (None: it lives, or
     the lease named no owner)."""
 
@@ -195,11 +192,10 @@ def _owner_evidence(status: str, session_id: str, lease: LeaseFacts | None, *, f
 
 
 # -- the classification -----------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Verdict:
+class Verdict(NamedTuple):
     """A process's class, the evidence in the order it was weighed, and the facts behind it."""
 
-    classification: str
+    classification: OwnershipClass
     evidence: tuple[str, ...]
     heartbeat_age_s: float | None  # None: the stored heartbeat is unreadable
     lease_status: str
@@ -266,14 +262,14 @@ def classify(*, pid: int, session_id: str, death: str | None, last_heartbeat: fl
     if chain is None:
         return Verdict(classification=STALE_CANDIDATE, evidence=(expired, owner, "parent chain not inspected"),
                        heartbeat_age_s=age, lease_status=status, chain=None)
-    klass = ORPHAN_CONFIRMED if chain.detached is True and chain.managed_by is None else STALE_CANDIDATE
+    klass: OwnershipClass = ORPHAN_CONFIRMED if chain.detached is True and chain.managed_by is None else STALE_CANDIDATE
     return Verdict(classification=klass, evidence=(expired, owner, chain.evidence), heartbeat_age_s=age,
                    lease_status=status, chain=chain)
 
 
 def counts(classes: Sequence[str]) -> dict[str, int]:
     """{class: n} in the seed's order, every class present."""
-    out = dict.fromkeys(CLASSES, 0)
+    out: dict[str, int] = dict.fromkeys(CLASSES, 0)
     for c in classes:
         if c in out:
             out[c] += 1

@@ -7,7 +7,7 @@ ask ``may_preempt`` and ``runaway_flags`` with data they gathered. Nothing here 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.core import liveness
 from fleet_watch.core.discovery import ProcLike, SessionMatch, ancestry
@@ -48,8 +48,7 @@ def may_preempt(requested: int, holder_priority: int) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CpuSample:
+class CpuSample(NamedTuple):
     """One process in the runaway window: its CPU share over the window, and what identifies it."""
 
     pid: int

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 API_KINDS = ("ollama", "llama_cpp", "vllm", "sglang", "lmstudio", "openai")
 
@@ -74,8 +74,7 @@ def port_flag(argv: Sequence[str]) -> int | None:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     host: str
     port: int
 
@@ -141,8 +140,7 @@ def paths_for(api: str, sleep: bool) -> tuple[str, ...]:
 REFUSED, TIMEOUT, RESET, CLOSED, NOT_HTTP = "refused", "timeout", "reset", "closed", "not_http"
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """One HTTP exchange as the probe saw it: a status and body, or a ``failure`` (refused, timeout, reset, ...)."""
 
     status: int | None = None
@@ -152,8 +150,7 @@ class Answer:
     truncated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Model:
+class Model(NamedTuple):
     """One resident model, the README's keys (``to_dict``)."""
 
     name: str
@@ -172,8 +169,7 @@ class Model:
                 "busy": self.busy}
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
     """What one server's answers say, before it is tied to a process: ``error`` is None when ``reachable``."""
 
     reachable: bool
@@ -184,8 +180,7 @@ class Reading:
     unload_api: bool = False  # LM Studio's v1 API (instance ids to unload) answered
 
 
-@dataclass(frozen=True, slots=True)
-class Server:
+class Server(NamedTuple):
     """One model server process and what its API said."""
 
     pid: int
@@ -196,7 +191,7 @@ class Server:
     argv: tuple[str, ...]
     endpoint: Endpoint | None
     reading: Reading
-    models: tuple[Model, ...] = field(default_factory=tuple)
+    models: tuple[Model, ...] = ()
 
     @property
     def port(self) -> int | None:
@@ -292,8 +287,7 @@ def unload_method(server: Server) -> tuple[str | None, str]:
     return None, "an OpenAI-compatible server has no endpoint that unloads a model"
 
 
-@dataclass(frozen=True, slots=True)
-class UnloadRequest:
+class UnloadRequest(NamedTuple):
     method: str
     path: str
     body: dict[str, object] | None
@@ -321,8 +315,7 @@ def unload_command(name: str, port: int | None) -> str:
     return f"fleet unload {shlex.quote(name)}{suffix}"
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A resident model on a registered server, with what the reclaim decision needs."""
 
     model: Model

@@ -8,8 +8,7 @@ doubtful answer must change nothing: any malformed element rejects the whole ans
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch import jsonio
 
@@ -28,8 +27,7 @@ class ThunderOutputError(ValueError):
     """``tnr`` failed or printed something that is not its documented status list."""
 
 
-@dataclass(frozen=True, slots=True)
-class Instance:
+class Instance(NamedTuple):
     external_id: str  # the instance's uuid where tnr gives one (stable), else its id
     short_id: str | None  # tnr's own id ("0"), what `tnr connect` and `tnr delete` take
     name: str

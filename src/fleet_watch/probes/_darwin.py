@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 SYSCTL_KEYS = ("hw.memsize", "hw.pagesize", "vm.swapusage", "kern.memorystatus_vm_pressure_level")
 DEFAULT_PAGE_SIZE = 16384  # Apple Silicon; Intel Macs print 4096 in vm_stat's header
@@ -21,8 +21,7 @@ _SWAP = re.compile(r"(total|used|free)\s*=\s*([\d.]+)([KMGT]?)")
 _UNIT = {"": 1 / (1024 * 1024), "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0 * 1024}
 
 
-@dataclass(frozen=True, slots=True)
-class VmStat:
+class VmStat(NamedTuple):
     page_size: int
     counters: dict[str, int]  # label -> pages (or events: "Pageouts", "Swapins", "Compressions", ...)
 
@@ -50,8 +49,7 @@ def parse_vm_stat(text: str) -> VmStat | None:
     return VmStat(page_size=page_size, counters=counters)
 
 
-@dataclass(frozen=True, slots=True)
-class SysctlMemory:
+class SysctlMemory(NamedTuple):
     memsize_bytes: int | None
     page_size: int | None
     swap_total_mb: float | None
@@ -98,8 +96,7 @@ def run_tool(argv: Sequence[str]) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-@dataclass(frozen=True, slots=True)
-class DarwinMemorySample:
+class DarwinMemorySample(NamedTuple):
     vm: VmStat | None
     sysctl: SysctlMemory
 

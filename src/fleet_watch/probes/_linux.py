@@ -6,8 +6,8 @@ returns plain values; a missing or unreadable file is ``None``, never an excepti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -15,8 +15,7 @@ MIB = 1024 * 1024
 _V1_UNLIMITED = 1 << 62
 
 
-@dataclass(frozen=True, slots=True)
-class Psi:
+class Psi(NamedTuple):
     """``/proc/pressure/memory``: share of time (percent) some / all tasks stalled on memory."""
 
     some_avg10: float
@@ -27,8 +26,7 @@ class Psi:
     full_avg300: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupMemory:
+class CgroupMemory(NamedTuple):
     """The tightest memory limit that confines this process, and what that cgroup uses now."""
 
     version: int
@@ -191,8 +189,7 @@ def read_cgroup_memory(root: Path, pid: str = "self") -> CgroupMemory | None:
     return best
 
 
-@dataclass(frozen=True, slots=True)
-class LinuxMemorySample:
+class LinuxMemorySample(NamedTuple):
     meminfo: dict[str, int] | None
     vmstat: dict[str, int] | None
     psi: Psi | None
@@ -205,8 +202,7 @@ def sample_memory(root: Path) -> LinuxMemorySample:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ProcListener:
+class ProcListener(NamedTuple):
     """A listening TCP socket as ``/proc/net/tcp{,6}`` shows it: readable by anyone, owner uid included."""
 
     port: int

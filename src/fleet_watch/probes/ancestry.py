@@ -12,8 +12,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from fleet_watch.core import liveness
 from fleet_watch.core.ownership import ChainFacts, ProcessNode, unit_from_cgroup
@@ -23,8 +23,7 @@ MAX_DEPTH = 64  # ancestors read at most (a chain is rarely deeper than a dozen;
 LAUNCHCTL_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Stat:
+class _Stat(NamedTuple):
     ppid: int
     pgid: int
     sid: int

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch.core.estimator.naming import shown
 
@@ -44,8 +43,7 @@ class GgufError(ValueError):
     """The file is not a GGUF file this reader understands, or its header is damaged or truncated."""
 
 
-@dataclass(frozen=True, slots=True)
-class TensorInfo:
+class TensorInfo(NamedTuple):
     name: str
     shape: tuple[int, ...]  # ne0 (row length) first
     type_name: str
@@ -58,8 +56,7 @@ class TensorInfo:
         return n
 
 
-@dataclass(frozen=True, slots=True)
-class GgufHeader:
+class GgufHeader(NamedTuple):
     version: int
     metadata: dict[str, Any]
     tensors: tuple[TensorInfo, ...]

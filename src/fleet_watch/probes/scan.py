@@ -12,9 +12,8 @@ import os
 import sys
 import time
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch.core import liveness
 from fleet_watch.probes import _linux
@@ -23,8 +22,7 @@ MIB = 1024 * 1024
 _ATTRS = ["pid", "ppid", "name", "cmdline", "create_time", "uids", "status", "memory_info", "cpu_times"]
 
 
-@dataclass(frozen=True, slots=True)
-class ProcInfo:
+class ProcInfo(NamedTuple):
     pid: int
     ppid: int | None
     name: str
@@ -45,16 +43,14 @@ class ProcInfo:
         return self.status in ("zombie", "dead")
 
 
-@dataclass(frozen=True, slots=True)
-class Listener:
+class Listener(NamedTuple):
     port: int
     address: str
     pid: int | None  # None: the socket's owner is not ours to see (another user, another PID namespace)
     uid: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class ProcDetails:
+class ProcDetails(NamedTuple):
     """What only sessions need, read per process because it is costly (tty) or privileged (cwd)."""
 
     tty: str | None

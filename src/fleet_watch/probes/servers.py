@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ALL_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.core.servers import CLOSED, LOOPBACK_V4, LOOPBACK_V6, NOT_HTTP, REFUSED, RESET, TIMEOUT, Answer
 
@@ -25,8 +25,7 @@ _MAX_THREADS = 64
 _GRACE_S = 0.05  # after the deadline: time for shut-down sockets to wake their threads
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     host: str
     port: int
     path: str

@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.core import liveness, safety
 from fleet_watch.probes.ancestry import own_ancestors
@@ -41,8 +41,7 @@ SURVIVED = "survived"  # still running after SIGKILL and the wait
 FAILED = "failed"  # the kernel refused the signal (EPERM) or another OS error
 
 
-@dataclass(frozen=True, slots=True)
-class StopResult:
+class StopResult(NamedTuple):
     pid: int
     start_time: float
     outcome: str

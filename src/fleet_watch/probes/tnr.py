@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_watch.core.thunder import MAX_OUTPUT_BYTES
 from fleet_watch.errors import ToolFailed, Unavailable
@@ -18,8 +18,7 @@ from fleet_watch.errors import ToolFailed, Unavailable
 STATUS_ARGS = ("--json", "status")
 
 
-@dataclass(frozen=True, slots=True)
-class ToolRun:
+class ToolRun(NamedTuple):
     returncode: int
     stdout: bytes
     stderr: bytes

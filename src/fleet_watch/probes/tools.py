@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from fleet_watch.errors import Unavailable
 
 TIMEOUT_S = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class ToolResult:
+class ToolResult(NamedTuple):
     argv: tuple[str, ...]
     returncode: int
     stdout: str

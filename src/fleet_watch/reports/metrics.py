@@ -11,8 +11,7 @@ Imports ``prometheus_client``: only the metrics paths import this module.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -22,8 +21,7 @@ from fleet_watch.reports import fields as f
 MIB = 1 << 20
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MetricsData:
+class MetricsData(NamedTuple):
     state: Mapping[str, Any]  # the state document (``status --json``), classifications included
     budgets: Sequence[Mapping[str, Any]]  # per device: device, total_mb, reserve_mb, allocated_mb, available_mb
     conflicts_total: int  # CONFLICT events ever recorded (a counter: it only grows)

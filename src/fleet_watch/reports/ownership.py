@@ -7,8 +7,8 @@ themselves: the service hands them an ``Ownership`` (``service.report.ownership_
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from fleet_watch.core.ownership import (  # the README's order, most owned first; the rule is core.ownership's
     CLASSES,
@@ -17,23 +17,20 @@ from fleet_watch.core.ownership import (  # the README's order, most owned first
     LIVE,
     ORPHAN_CONFIRMED,
     STALE_CANDIDATE,
+    OwnershipClass,
 )
+from fleet_watch.core.ownership import counts as class_counts  # {class: n}, every class present
 
 __all__ = ["CLASSES", "DISCONNECTED", "EXITED", "LIVE", "ORPHAN_CONFIRMED", "STALE_CANDIDATE", "Classification",
            "Lease", "Ownership", "class_counts"]
 STALE_CLASSES = (STALE_CANDIDATE, ORPHAN_CONFIRMED)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Classification:
+class Classification(NamedTuple):
     """One process's class and the evidence for it (human-readable reasons, in the order they were weighed)."""
 
-    classification: str
+    classification: OwnershipClass  # checked by mypy at every construction
     evidence: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.classification not in CLASSES:
-            raise ValueError(f"unknown ownership class {self.classification!r}")
 
     @property
     def safe_to_stop(self) -> bool:
@@ -41,8 +38,7 @@ class Classification:
         return self.classification == ORPHAN_CONFIRMED
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Lease:
+class Lease(NamedTuple):
     """A session lease as the views show it."""
 
     session_id: str
@@ -63,18 +59,10 @@ class Lease:
                 "last_heartbeat_at": self.last_heartbeat_at, "closed_at": self.closed_at}
 
 
-@dataclass(frozen=True, slots=True)
-class Ownership:
+class Ownership(NamedTuple):
     """``classes``: registry row id -> classification; ``leases``: every lease, oldest first."""
 
-    classes: Mapping[int, Classification] = field(default_factory=dict)
+    classes: Mapping[int, Classification] = MappingProxyType({})
     leases: Sequence[Lease] = ()
 
 
-def class_counts(classes: Sequence[str]) -> dict[str, int]:
-    """{class: n} in the README's order, every class present (0 when none)."""
-    counts = dict.fromkeys(CLASSES, 0)
-    for c in classes:
-        if c in counts:
-            counts[c] += 1
-    return counts

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from fleet_watch.core import discovery as dcore
 from fleet_watch.core import safety
@@ -24,13 +24,12 @@ from fleet_watch.store import leases, registry
 GRACE_S = 5.0  # reap, reap-sessions, runaway: how long SIGTERM has before SIGKILL
 
 
-@dataclass(frozen=True, slots=True)
-class Rights:
+class Rights(NamedTuple):
     """What this invocation may signal: computed once per command."""
 
     euid: int
     allow_other_users: bool = False
-    ancestors: frozenset[int] = field(default_factory=frozenset)
+    ancestors: frozenset[int] = frozenset()
     min_pid: int = safety.MIN_PID
 
 

@@ -13,7 +13,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from fleet_watch import __version__
 from fleet_watch.atomic import write_bytes_atomic
@@ -28,8 +29,7 @@ SERVICE_FILE_MODE = 0o644
 LAUNCHCTL_NOT_LOADED = (3, 113)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Host:
+class Host(NamedTuple):
     """What an install needs to know about this machine and user; the CLI fills it in."""
 
     platform: str  # sys.platform
@@ -38,7 +38,7 @@ class Host:
     user_home: Path
     config_home: Path  # $XDG_CONFIG_HOME, else ~/.config
     fleet_argv: tuple[str, ...]  # how to start this `fleet` (absolute)
-    env: Mapping[str, str] = field(default_factory=dict)  # passed to the service (FLEET_WATCH_HOME when set)
+    env: Mapping[str, str] = MappingProxyType({})  # passed to the service (FLEET_WATCH_HOME when set)
     path_env: str = "/usr/bin:/bin:/usr/sbin:/sbin"  # PATH for the launchd job (launchd's own is minimal)
 
     @property

@@ -17,9 +17,8 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch import jsonio
 from fleet_watch.core import agent_settings
@@ -66,8 +65,7 @@ def fleet_command(agent: Agent) -> str:
     return shlex.join([exe, "hook", agent])
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     path: Path
     before: str | None  # None: the file did not exist
     after: str

@@ -9,8 +9,7 @@ it unless a command asks for every chain (``reconcile`` and ``stale`` show them 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch import clock as clocks
 from fleet_watch.core import liveness
@@ -25,8 +24,7 @@ from fleet_watch.store import registry
 DeathOf = Callable[[int, float], str | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Classified:
+class Classified(NamedTuple):
     """One registered process, its verdict and the facts it came from."""
 
     record: ProcessRecord
@@ -36,7 +34,7 @@ class Classified:
     chain: core.ChainFacts | None
 
     @property
-    def classification(self) -> str:
+    def classification(self) -> core.OwnershipClass:
         return self.verdict.classification
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,8 +107,7 @@ def classify_records(records: Iterable[ProcessRecord], leases: Iterable[Lease], 
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Reconciliation:
+class Reconciliation(NamedTuple):
     now: float
     processes: list[Classified]
     leases: list[Lease]

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from fleet_watch.errors import Conflict, DatabaseError, NotFound, Unavailable, UsageError
 
@@ -40,8 +40,7 @@ _SI_KERNEL = 0x80  # si_code of a signal the kernel (a terminal) sent, to the wh
 Say = Callable[[str], None]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunRequest:
+class RunRequest(NamedTuple):
     argv: list[str]
     name: str
     workstream: str
@@ -64,8 +63,7 @@ class Started:
     signal_mask: set[int | signal.Signals] = field(default_factory=set)  # to restore once the child is gone
 
 
-@dataclass(frozen=True, slots=True)
-class Denied:
+class Denied(NamedTuple):
     result: GuardResult
     port: int | None
 

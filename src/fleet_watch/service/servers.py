@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from fleet_watch.config import Settings
 from fleet_watch.core import discovery as dcore
@@ -38,8 +38,7 @@ def api_timeout_s(settings: Settings) -> float:
 
 
 # -- finding the servers --------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """A server process and where to ask it."""
 
     pid: int
@@ -215,8 +214,8 @@ def with_nvml(servers: list[core.Server], workloads: Sequence[dcore.Workload], p
             out.append(s)
             continue
         model = s.models[0]
-        out.append(replace(s, models=(replace(model, vram_mb=mb,
-                                              size_mb=model.size_mb if model.size_mb is not None else mb),)))
+        out.append(s._replace(models=(model._replace(vram_mb=mb,
+                                                    size_mb=model.size_mb if model.size_mb is not None else mb),)))
     return out
 
 

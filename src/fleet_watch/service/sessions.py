@@ -10,8 +10,7 @@ session passes. A closed lease, or one whose owner is gone, holds nothing.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch import clock as clocks
 from fleet_watch.core import inputs
@@ -23,8 +22,7 @@ from fleet_watch.service.ledger import Ledger
 from fleet_watch.store import leases as store
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(NamedTuple):
     """Who is asking: this process, its user. Passed in so that tests and the hooks can name the caller."""
 
     pid: int

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet_watch import clock as clocks
 from fleet_watch.core import servers as core
@@ -29,8 +28,7 @@ CONFIRM_S = 5.0
 _CONFIRM_STEP_S = 0.1
 
 
-@dataclass(frozen=True, slots=True)
-class Unloaded:
+class Unloaded(NamedTuple):
     server: core.Server
     model: core.Model
     method: str
