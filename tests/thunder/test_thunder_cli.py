@@ -200,3 +200,32 @@ def test_bad_arguments_and_config(fleet: Any, fleet_home: Path) -> None:
     out = fleet("thunder", "heartbeat", "--id", "0", "--json")
     assert out.returncode == 4
     assert "thunder_claim_ttl_s" in out.json()["reason"]
+
+
+def test_closing_the_claiming_session_releases_its_instances_and_their_repo(fleet: Any, fleet_home: Path,
+                                                                            tnr: FakeTnr, tmp_path: Path,
+                                                                            children: Any) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    tnr.prints("status_two.json")
+    assert fleet("thunder", "sync", env=tnr.env()).returncode == 0
+    owner = children.sleeper()
+    assert fleet("session", "start", "--session-id", "agent-1", "--owner-pid", str(owner.pid)).returncode == 0
+    assert fleet("thunder", "claim", "--id", "0", "--session-id", "agent-1", "--repo", str(repo)).returncode == 0
+    assert fleet("thunder", "claim", "--id", "1", "--session-id", "agent-9").returncode == 0  # another session's
+    assert fleet("guard", "--repo", str(repo), "--session-id", "agent-2").returncode == 1
+
+    closed = fleet("session", "close", "--session-id", "agent-1", "--json")
+    assert closed.returncode == 0, closed.stderr
+    assert closed.json()["external_released"] == ["thunder:0"]
+    assert fleet("guard", "--repo", str(repo), "--session-id", "agent-2").returncode == 0
+    claims = {e["id"]: (e["claim"], e["session_id"]) for e in fleet("status", "--json").json()["external_resources"]}
+    assert claims == {"0": ("unclaimed", None), "1": ("claimed", "agent-9")}
+    assert fleet("thunder", "claim", "--id", "0", "--session-id", "agent-2").returncode == 0
+    conn = sqlite3.connect(fleet_home / "registry.db")
+    try:
+        detail = json.loads(conn.execute("SELECT detail FROM events WHERE event_type = 'SESSION_CLOSE'").fetchone()[0])
+    finally:
+        conn.close()
+    assert detail["external_released"] == ["thunder:0"]
+    assert fleet("history", "--verify").returncode == 0

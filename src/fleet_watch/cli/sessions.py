@@ -25,6 +25,8 @@ def _show(lease: dict[str, Any], verb: str, as_json: bool) -> int:
         owner = f"owner PID {lease['owner_pid']}" if lease["owner_pid"] is not None else "no owner process"
         repo = f", repo {lease['repo_dir']}" if lease["repo_dir"] else ""
         click.echo(f"Session {lease['session_id']} {verb} ({owner}{repo})")
+        if lease.get("external_released"):
+            click.echo(f"Released its claims on {', '.join(lease['external_released'])}")
     return 0
 
 

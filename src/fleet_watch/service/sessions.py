@@ -13,12 +13,13 @@ import os
 from typing import Any, NamedTuple
 
 from fleet_watch import clock as clocks
-from fleet_watch.core import inputs
+from fleet_watch.core import external, inputs
 from fleet_watch.errors import Conflict, Forbidden, NotFound, UsageError
 from fleet_watch.models import Lease
 from fleet_watch.probes.processes import death_reason, is_descendant, process_facts
 from fleet_watch.service.fleet import ClaimRequest, Fleet, decide_claims, resolve_repo
 from fleet_watch.service.ledger import Ledger
+from fleet_watch.store import external as external_store
 from fleet_watch.store import leases as store
 
 
@@ -145,9 +146,11 @@ def heartbeat(fleet: Fleet, session_id: str | None, *, caller: Caller | None = N
 
 
 def close(fleet: Fleet, session_id: str | None, *, caller: Caller | None = None) -> dict[str, Any]:
-    """Close the lease: its repo and the session's reservations are released in the same transaction."""
+    """Close the lease: its repo, the session's reservations and its live external claims (a Thunder instance and
+    the repo it locks) are released in the same transaction, logged in the one ``SESSION_CLOSE`` event."""
     sid = _session(session_id)
-    at = clocks.iso_utc(fleet.clock.now())
+    now = fleet.clock.now()
+    at = clocks.iso_utc(now)
     with fleet.writing() as conn:
         lease = store.get(conn, sid)
         if lease is None:
@@ -156,13 +159,18 @@ def close(fleet: Fleet, session_id: str | None, *, caller: Caller | None = None)
         released = [r.reservation_id for r in store.reservations(conn, sid)]
         for res_id in released:
             store.delete_reservation(conn, res_id)
+        remote = [row for row in external_store.claimed_by(conn, sid) if external.claim_live(row, now)]
+        for row in remote:
+            external_store.clear_claim(conn, row.row_id)
         store.close(conn, lease.lease_id, at)
         fleet.event(conn, "SESSION_CLOSE", lease.owner_pid, sid, {"session_id": sid, "repo_dir": lease.repo,
                                                                   "reservations_released": released,
+                                                                  "external_released": [r.label for r in remote],
                                                                   "was_closed": lease.is_closed})
         current = store.get(conn, sid)
     assert current is not None
-    return {**lease_view(current, owner_alive=owner_alive(current)), "reservations_released": released}
+    return {**lease_view(current, owner_alive=owner_alive(current)), "reservations_released": released,
+            "external_released": [r.label for r in remote]}
 
 
 def list_leases(fleet: Fleet) -> list[dict[str, Any]]:

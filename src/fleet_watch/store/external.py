@@ -83,6 +83,13 @@ def present_rows(conn: sqlite3.Connection) -> list[ExternalRow]:
     return [_row(r) for r in rows]
 
 
+def claimed_by(conn: sqlite3.Connection, session_id: str) -> list[ExternalRow]:
+    """Rows whose claim names ``session_id`` (live or expired: the caller asks ``core.external.claim_live``)."""
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM external_resources WHERE session_id = ? "
+                        "ORDER BY provider, external_id", (session_id,))
+    return [_row(r) for r in rows]
+
+
 def find(conn: sqlite3.Connection, provider: str, ident: str) -> ExternalRow | None:
     """By external id (uuid), else by the provider's short id; a present instance before a gone one."""
     row = conn.execute(
