@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any
 
+from tests.helpers.ports import bindable, free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def bindable(port: int) -> bool:
-    try:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
+__all__ = ["bindable", "claude_bash", "claude_write", "free_port"]
 
 
 def claude_bash(command: str, session: str = "claude-session-1", cwd: str = "/tmp") -> dict[str, Any]:

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import stand_ins
+
 FAKE_SERVER = Path(__file__).with_name("fake_server.py")
 
 
@@ -25,22 +27,6 @@ class Servers:
         self.started: list[subprocess.Popen[str]] = []
         self.bin.mkdir(parents=True, exist_ok=True)
         self.pkgs.mkdir(parents=True, exist_ok=True)
-
-    def _script(self, name: str) -> Path:
-        path = self.bin / name
-        if not path.exists():
-            path.write_text(f"#!{sys.executable}\nimport runpy\nrunpy.run_path({str(FAKE_SERVER)!r}, "
-                            "run_name='__main__')\n")
-            path.chmod(0o755)
-        return path
-
-    def _module(self, dotted: str) -> None:
-        package, _, module = dotted.partition(".")
-        folder = self.pkgs / package
-        folder.mkdir(exist_ok=True)
-        (folder / "__init__.py").write_text("")
-        (folder / f"{module}.py").write_text(f"import runpy\nrunpy.run_path({str(FAKE_SERVER)!r}, "
-                                             "run_name='__main__')\n")
 
     def _start(self, argv: list[str], cwd: Path | None = None) -> subprocess.Popen[str]:
         env = {**os.environ, "PYTHONPATH": str(self.pkgs)}
@@ -55,11 +41,11 @@ class Servers:
 
     def program(self, name: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
         """``bin/<name> *args`` (include ``--port 0`` flags for listeners)."""
-        return self._start([str(self._script(name)), *args], cwd=cwd)
+        return self._start([str(stand_ins.program(self.bin, name, FAKE_SERVER)), *args], cwd=cwd)
 
     def module(self, dotted: str, *args: str) -> subprocess.Popen[str]:
         """``python -m <dotted> *args``."""
-        self._module(dotted)
+        stand_ins.module(self.pkgs, dotted, FAKE_SERVER)
         return self._start([sys.executable, "-m", dotted, *args])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from tests.conftest import Children
 from tests.discovery.servers import Servers
+from tests.helpers.audit import events
 
 
 def _trainer(children: Children, folder: Path) -> subprocess.Popen[str]:
@@ -20,15 +20,6 @@ def _trainer(children: Children, folder: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen([sys.executable, str(script)], text=True)
     children.procs.append(proc)
     return proc
-
-
-def _events(home: Path, event_type: str) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(home / "registry.db")
-    try:
-        rows = conn.execute("SELECT detail FROM events WHERE event_type = ? ORDER BY seq", (event_type,))
-        return [json.loads(d) for (d,) in rows]
-    finally:
-        conn.close()
 
 
 def test_a_model_path_too_long_for_the_os_costs_one_estimate_not_the_cycle(fleet: Any, servers: Servers) -> None:
@@ -78,7 +69,7 @@ def test_reservations_are_firm_and_an_overcommit_is_said_out_loud(fleet: Any, fl
     assert doc["gpu_budget"]["allocated_mb"] == 16000
     assert doc["gpu_budget"]["available_mb"] == -5000
     assert "OVERCOMMITTED by 5000 MB" in fleet("status").stdout
-    assert [e["over_mb"] for e in _events(fleet_home, "GPU_OVERCOMMIT")] == [5000]
+    assert [e["over_mb"] for e in events(fleet_home, "GPU_OVERCOMMIT")] == [5000]
     health = fleet("health", "--json", "--sample-seconds", "0")
     alerts = [a for a in health.json()["gpu_memory_monitor"]["alerts"] if a["type"] == "gpu_budget_overcommitted"]
     assert alerts
@@ -89,4 +80,4 @@ def test_reservations_are_firm_and_an_overcommit_is_said_out_loud(fleet: Any, fl
     assert "PID" in denied["checks"]["gpu"]["reason"]
     assert "8000MB" in denied["checks"]["gpu"]["reason"]
     assert fleet("discover").returncode == 0  # the next cycle does not log the same overcommit again
-    assert len(_events(fleet_home, "GPU_OVERCOMMIT")) == 1
+    assert len(events(fleet_home, "GPU_OVERCOMMIT")) == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Children, PortHolds
+from tests.helpers.ports import bindable
 
 TOP_KEYS = {"allowed", "request", "checks", "state"}
 REQUEST_KEYS = {"port", "repo_dir", "gpu_mb", "framework", "model"}
@@ -19,16 +20,6 @@ REPO_KEYS = {"allowed", "reason", "holder"}
 GPU_KEYS = {"allowed", "reason", "detail", "requested_mb", "available_mb", "suggested_max_mb"}
 STATE_KEYS = {"process_count", "occupied_ports", "safe_ports", "locked_repos", "gpu_budget", "external_resources"}
 BUDGET_KEYS = {"total_mb", "reserve_mb", "allocated_mb", "available_mb"}
-
-
-def _bindable(port: int) -> bool:
-    try:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
 
 
 def test_exact_key_sets(fleet, tmp_path: Path, free_ports: PortHolds) -> None:
@@ -60,7 +51,7 @@ def test_unregistered_listener_denies_with_its_pid(fleet, children: Children) ->
     assert check["holder"]["pid"] == server.pid
     assert check["holder"]["kind"] == "unregistered"
     assert check["suggested_ports"]
-    assert all(_bindable(p) for p in check["suggested_ports"])
+    assert all(bindable(p) for p in check["suggested_ports"])
     assert port not in check["suggested_ports"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import sqlite3
 import subprocess
@@ -19,15 +18,7 @@ from fleet_watch.service import sessions
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.service.sessions import Caller
 from tests.conftest import Children, PortHolds
-
-
-def _events(home: Path, event_type: str) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(home / "registry.db")
-    try:
-        rows = conn.execute("SELECT detail FROM events WHERE event_type = ? ORDER BY seq", (event_type,))
-        return [json.loads(d) for (d,) in rows]
-    finally:
-        conn.close()
+from tests.helpers.audit import events as audit_events
 
 
 def _wait(predicate: Any, timeout: float = 30.0) -> bool:
@@ -98,7 +89,7 @@ def test_ensure_is_idempotent_under_concurrent_callers(fleet: Any, fleet_home: P
     conn = sqlite3.connect(fleet_home / "registry.db")
     assert conn.execute("SELECT COUNT(*) FROM leases WHERE session_id = 'shared'").fetchone()[0] == 1
     conn.close()
-    assert len(_events(fleet_home, "SESSION_START")) == 10
+    assert len(audit_events(fleet_home, "SESSION_START")) == 10
 
 
 def _as_nobody(*argv: str) -> list[str]:
@@ -153,8 +144,8 @@ def test_twenty_agents_racing_for_one_port_get_one_winner(fleet_home: Path, tmp_
     codes = sorted(rc for rc, _ in results)
     assert codes == [0] + [1] * 19, [err for rc, err in results if rc not in (0, 1)]
     assert all("Traceback" not in err for _, err in results)
-    assert len(_events(fleet_home, "CLAIM")) == 1
-    assert len(_events(fleet_home, "CONFLICT")) == 19
+    assert len(audit_events(fleet_home, "CLAIM")) == 1
+    assert len(audit_events(fleet_home, "CONFLICT")) == 19
     conn = registry.connect(fleet_home)
     try:
         assert events.verify_chain(conn) == (True, 20)
@@ -183,7 +174,7 @@ def test_a_reservation_lapses_when_its_ttl_expires(fleet: Any, fleet_home: Path,
     assert fleet("guard", "--port", str(port), "--session-id", "b").returncode == 1
     assert _wait(lambda: fleet("guard", "--port", str(port), "--session-id", "b").returncode == 0)
     assert fleet("clean").returncode == 0
-    assert [e.get("reason") for e in _events(fleet_home, "RELEASE")] == ["expired"]
+    assert [e.get("reason") for e in audit_events(fleet_home, "RELEASE")] == ["expired"]
 
 
 def test_register_takes_over_its_sessions_reservation(fleet: Any, fleet_home: Path, children: Children,

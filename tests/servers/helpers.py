@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import stand_ins
+
 STAND_IN = Path(__file__).with_name("stand_in.py")
 
 
@@ -27,29 +29,14 @@ class StandIns:
         for d in (self.bin, self.pkgs, self.logs):
             d.mkdir(parents=True, exist_ok=True)
 
-    def _wrapper(self, name: str) -> Path:
-        path = self.bin / name
-        if not path.exists():
-            path.write_text(f"#!{sys.executable}\nimport runpy\nrunpy.run_path({str(STAND_IN)!r}, "
-                            "run_name='__main__')\n")
-            path.chmod(0o755)
-        return path
-
-    def _module(self, dotted: str) -> None:
-        package, _, module = dotted.partition(".")
-        folder = self.pkgs / package
-        folder.mkdir(exist_ok=True)
-        (folder / "__init__.py").write_text("")
-        (folder / f"{module}.py").write_text(f"import runpy\nrunpy.run_path({str(STAND_IN)!r}, run_name='__main__')\n")
-
     def start(self, fake: str, argv: list[str], *, mode: str = "ok", models: list[dict[str, Any]] | None = None,
               busy: bool = False, port: int = 0) -> subprocess.Popen[str]:
         """``argv[0]`` is a program name (``ollama``) or ``-m <module>``; the rest are its arguments."""
         if argv[0] == "-m":
-            self._module(argv[1])
+            stand_ins.module(self.pkgs, argv[1], STAND_IN)
             cmd = [sys.executable, *argv]
         else:
-            cmd = [str(self._wrapper(argv[0])), *argv[1:]]
+            cmd = [str(stand_ins.program(self.bin, argv[0], STAND_IN)), *argv[1:]]
         self.count += 1
         log = self.logs / f"{self.count}.log"
         env = {**os.environ, "PYTHONPATH": str(self.pkgs), "FAKE_PROGRAM": fake, "FAKE_MODE": mode,

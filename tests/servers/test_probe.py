@@ -12,6 +12,7 @@ import pytest
 
 from fleet_watch.core import servers as core
 from fleet_watch.probes import servers as http
+from tests.helpers.ports import free_port
 
 
 @pytest.fixture
@@ -84,10 +85,6 @@ def answer_json(conn: socket.socket) -> None:
     conn.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_one_round_reports_each_misbehaviour_and_the_good_answer(listener: Callable[..., int]) -> None:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import stand_ins
 
 STAND_IN = Path(__file__).with_name("tnr_stand_in.py")
 DATA = Path(__file__).resolve().parents[1] / "data" / "thunder"
@@ -18,10 +19,7 @@ class FakeTnr:
         self.state = root / "state"
         self.bin.mkdir(parents=True)
         self.state.mkdir()
-        wrapper = self.bin / "tnr"
-        wrapper.write_text(f"#!{sys.executable}\nimport runpy\n"
-                           f"runpy.run_path({str(STAND_IN)!r}, run_name='__main__')\n")
-        wrapper.chmod(0o755)
+        stand_ins.program(self.bin, "tnr", STAND_IN)
 
     def env(self) -> dict[str, str]:
         return {"PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}", "FAKE_TNR_DIR": str(self.state)}

@@ -8,6 +8,9 @@ from typing import Any
 from fleet_watch.models import GpuBudget, ProcessRecord
 from fleet_watch.reports.ownership import CLASSES, Classification, Lease, Ownership
 from fleet_watch.reports.state import build_state
+from tests.helpers.ports import free_port
+
+__all__ = ["free_port"]  # the views tests take it from here with the sample data
 
 NOW = 1_800_000_000.0
 HOSTILE = "evil|name\n## Injected [bold]x[/bold] <b>"
@@ -75,11 +78,3 @@ def state(ownership: Ownership = OWNERSHIP, records: list[ProcessRecord] = RECOR
         gpu_memory_monitor=MONITOR, ownership=ownership)
 
 
-def free_port() -> int:
-    """A loopback port that nothing listens on right now (the kernel picks it)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
