@@ -124,7 +124,8 @@ def main() -> None:
         r = run(n)
 
         def fmt(pair: object) -> str:
-            wall, cpu = pair  # type: ignore[misc]
+            assert isinstance(pair, tuple)
+            wall, cpu = pair
             return f"wall {wall:6.3f}  cpu {cpu:6.3f}"
 
         print(f"\nN = {r['processes']} matching listeners ({r['registered']} registered)")

@@ -16,6 +16,7 @@ Usage: ``python bench/estimator_inputs.py [--runs 5]``. Prints the median and th
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -87,7 +88,7 @@ def main() -> int:
         for name in sorted(HOSTILE_COUNTS):
             path = tmp / name
             write_hostile_counts(path)
-            _row(f"hostile counts ({name}), refused", _times(_refused(lambda p=path: read_gguf(p)), args.runs),
+            _row(f"hostile counts ({name}), refused", _times(_refused(functools.partial(read_gguf, path)), args.runs),
                  HOSTILE_COUNTS[name][3])
 
         home = tmp / "home"

@@ -87,8 +87,8 @@ def main() -> int:
         try:
             fleet = Fleet.open(home)
             for i, proc in enumerate(sleepers):
-                fleet.register(pid=proc.pid, name=f"worker-{i}", workstream=f"ws-{i % 7}", port=20000 + i,
-                               gpu_mb=64, repo=f"/srv/bench/repo-{i}")
+                fleet.register(pid=proc.pid, name=f"worker-{i}", workstream=f"ws-{i % 7}", ports=(20000 + i,),
+                               gpu_mb=64, repos=(f"/srv/bench/repo-{i}",))
             rows = _in_process(fleet, args.runs)
             fleet.close()
             env = {**env_base, "FLEET_WATCH_HOME": str(home)}
