@@ -11,16 +11,13 @@ and ensure within 10 % of register. Everything it starts, it kills; nothing leav
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from guard import _fleet_cmd, _installed_env
+from common import bench_home, fleet_cmd, installed_env, median_p90
 
 
 def _timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -32,11 +29,6 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def _summary(samples: list[float]) -> tuple[float, float]:
-    samples.sort()
-    return statistics.median(samples), samples[int(0.9 * (len(samples) - 1))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=25)
@@ -44,23 +36,18 @@ def main() -> int:
 
     from fleet_watch.service.fleet import Fleet
 
-    fleet = _fleet_cmd()
-    home = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
-    home.chmod(0o700)
-    (home / "config.json").write_text(json.dumps({"gpu_total_mb": 10_000_000, "gpu_reserve_mb": 16384}))
-    env = {**_installed_env(), "FLEET_WATCH_HOME": str(home)}
-    base = [subprocess.Popen(["sleep", "900"]) for _ in range(100)]
-    kids: list[subprocess.Popen[bytes]] = []
-    try:
+    fleet = fleet_cmd()
+    with bench_home("fleet-bench-claims-", 100) as (home, procs):
+        env = {**installed_env(), "FLEET_WATCH_HOME": str(home)}
         with Fleet.open(home) as f:
-            for i, proc in enumerate(base):
+            for i, proc in enumerate(list(procs)):
                 f.register(pid=proc.pid, name=f"worker-{i}", workstream="ws", ports=[20000 + i], gpu_mb=64)
         subprocess.run([*fleet, "session", "ensure", "--session-id", "bench"], env=env, check=True,
                        capture_output=True)
         times: dict[str, list[float]] = {"register": [], "claim": [], "session ensure": []}
         for i in range(args.runs + 1):  # the first round warms bytecode and the page cache, untimed
             kid = subprocess.Popen(["sleep", "900"])
-            kids.append(kid)
+            procs.append(kid)  # killed with the others at the end
             samples = {
                 "register": _timed([*fleet, "register", "--pid", str(kid.pid), "--name", f"k{i}", "--workstream",
                                     "bench", "--port", str(22000 + i)], env),
@@ -71,15 +58,11 @@ def main() -> int:
             if i:
                 for name, ms in samples.items():
                     times[name].append(ms)
-        reg, _ = _summary(list(times["register"]))
+        reg, _ = median_p90(list(times["register"]))
         print(f"{'command (100 registered)':<28} {'median ms':>10} {'p90 ms':>8} {'vs register':>12}")
         for name, samples_ in times.items():
-            median, p90 = _summary(samples_)
+            median, p90 = median_p90(samples_)
             print(f"{name:<28} {median:>10.1f} {p90:>8.1f} {100 * (median / reg - 1):>+11.1f}%")
-    finally:
-        for proc in (*base, *kids):
-            proc.kill()
-            proc.wait()
     return 0
 
 

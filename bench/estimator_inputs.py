@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import shutil
 import statistics
 import subprocess
@@ -29,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests' builders: tests/estimator/conftest.py
+sys.path.insert(0, str(Path(__file__).parent))
+from common import fleet_cmd, installed_env  # noqa: E402
 
 
 def _times(action: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -93,9 +94,8 @@ def main() -> int:
 
         home = tmp / "home"
         home.mkdir(mode=0o700)
-        env = {**os.environ, "FLEET_WATCH_HOME": str(home)}
-        exe = shutil.which("fleet", path=str(Path(sys.executable).parent))
-        cmd = [exe] if exe else [sys.executable, "-m", "fleet_watch"]
+        env = {**installed_env(), "FLEET_WATCH_HOME": str(home)}
+        cmd = fleet_cmd()
         for name in sorted(BROKEN_CONFIGS):
             folder = _folder(tmp, name, BROKEN_CONFIGS[name][0])
 

@@ -10,40 +10,12 @@ and prints the median and p90 wall time. Everything it starts, it kills; nothing
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-
-def _fleet_cmd() -> list[str]:
-    exe = shutil.which("fleet", path=str(Path(sys.executable).parent)) or shutil.which("fleet")
-    return [exe] if exe else [sys.executable, "-m", "fleet_watch"]
-
-
-def _installed_env() -> dict[str, str]:
-    """As an installed tool runs: with bytecode caching (sandboxes often set PYTHONDONTWRITEBYTECODE, which makes
-    every run compile every module and adds ~30 ms that no user pays)."""
-    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def _time(cmd: list[str], env: dict[str, str], runs: int) -> tuple[float, float]:
-    subprocess.run(cmd, env=env, capture_output=True, check=False)  # warm-up: bytecode written, page cache warm
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, capture_output=True, check=False)
-        samples.append((time.perf_counter() - t0) * 1000)
-        if proc.returncode not in (0, 1):
-            output = f"{proc.stderr.decode().strip()} {proc.stdout.decode().strip()}"
-            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {output}")
-    samples.sort()
-    return statistics.median(samples), samples[int(0.9 * (len(samples) - 1))]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import bench_home, fleet_cmd, installed_env, time_cli
 
 
 def main() -> int:
@@ -55,16 +27,12 @@ def main() -> int:
 
     from fleet_watch.service.fleet import Fleet
 
-    fleet_cmd = _fleet_cmd()
+    fleet_bin = fleet_cmd()
     print(f"# fleet guard / status, cold process each run, {args.runs} runs, {os.cpu_count()} CPUs")
     print(f"{'registered':>10}  {'command':<40} {'median ms':>10} {'p90 ms':>8}")
     for size in sizes:
-        home = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
-        home.chmod(0o700)
-        (home / "config.json").write_text(json.dumps({"gpu_total_mb": 10_000_000, "gpu_reserve_mb": 16384}))
-        env = {**_installed_env(), "FLEET_WATCH_HOME": str(home)}
-        sleepers = [subprocess.Popen(["sleep", "900"]) for _ in range(size)]
-        try:
+        with bench_home("fleet-bench-guard-", size) as (home, sleepers):
+            env = {**installed_env(), "FLEET_WATCH_HOME": str(home)}
             fleet = Fleet.open(home)
             for i, proc in enumerate(sleepers):
                 fleet.register(pid=proc.pid, name=f"worker-{i}", workstream=f"ws-{i % 7}", ports=[20000 + i],
@@ -79,17 +47,11 @@ def main() -> int:
                 ("status --json", ["status", "--json"]),
                 ("(python -c 'import click', for scale)", None),
             ):
-                cmd = [sys.executable, "-c", "import click"] if extra is None else [*fleet_cmd, *extra]
-                median, p90 = _time(cmd, env, args.runs)
+                cmd = [sys.executable, "-c", "import click"] if extra is None else [*fleet_bin, *extra]
+                median, p90 = time_cli(cmd, env, args.runs, ok=(0, 1))
                 print(f"{size:>10}  {label:<40} {median:>10.1f} {p90:>8.1f}", flush=True)
-        finally:
-            for proc in sleepers:
-                proc.kill()
-            for proc in sleepers:
-                proc.wait()
-            shutil.rmtree(home, ignore_errors=True)
-    baseline, _ = _time([sys.executable, "-c", "pass"], _installed_env(), args.runs)
-    with_click, _ = _time([sys.executable, "-c", "import click"], _installed_env(), args.runs)
+    baseline, _ = time_cli([sys.executable, "-c", "pass"], installed_env(), args.runs, ok=(0, 1))
+    with_click, _ = time_cli([sys.executable, "-c", "import click"], installed_env(), args.runs, ok=(0, 1))
     print(f"# for scale: `python -c pass` takes {baseline:.1f} ms here, `python -c 'import click'` {with_click:.1f} ms")
     return 0
 

@@ -16,25 +16,16 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-
-def _fleet_cmd() -> list[str]:
-    exe = shutil.which("fleet", path=str(Path(sys.executable).parent)) or shutil.which("fleet")
-    return [exe] if exe else [sys.executable, "-m", "fleet_watch"]
-
-
-def _installed_env() -> dict[str, str]:
-    """With bytecode caching, as an installed tool runs (see bench/guard.py)."""
-    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+sys.path.insert(0, str(Path(__file__).parent))
+from common import bench_home, fleet_cmd, installed_env, median_p90
 
 
 def _cpu_s() -> float:
@@ -53,9 +44,8 @@ def _time(cmd: list[str], stdin: bytes, env: dict[str, str], runs: int) -> tuple
         cpu.append((_cpu_s() - c0) * 1000)
         if proc.returncode not in (0, 2):
             raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode().strip()}")
-    samples.sort()
     verdict = "deny" if b'"deny"' in first.stdout else "allow" if not first.stdout.strip() else "message"
-    return statistics.median(samples), samples[int(0.9 * (len(samples) - 1))], statistics.median(cpu), verdict
+    return (*median_p90(samples), statistics.median(cpu), verdict)
 
 
 def _free_port() -> int:
@@ -80,18 +70,13 @@ def main() -> int:
 
     from fleet_watch.service.fleet import Fleet
 
-    home = Path(tempfile.mkdtemp(prefix="fleet-bench-hook-"))
-    home.chmod(0o700)
-    (home / "config.json").write_text(json.dumps({"gpu_total_mb": 10_000_000, "gpu_reserve_mb": 16384}))
-    repo = home / "work" / "repo"
-    (repo / ".git").mkdir(parents=True)
-    env = {**_installed_env(), "FLEET_WATCH_HOME": str(home)}
-    sleepers = [subprocess.Popen(["sleep", "900"]) for _ in range(args.registered)]
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    held = listener.getsockname()[1]
-    try:
+    with bench_home("fleet-bench-hook-", args.registered) as (home, sleepers), socket.socket() as listener:
+        repo = home / "work" / "repo"
+        (repo / ".git").mkdir(parents=True)
+        env = {**installed_env(), "FLEET_WATCH_HOME": str(home)}
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        held = listener.getsockname()[1]
         fleet = Fleet.open(home)
         for i, proc in enumerate(sleepers):
             fleet.register(pid=proc.pid, name=f"worker-{i}", workstream=f"ws-{i % 7}", ports=(20000 + i,),
@@ -108,24 +93,17 @@ def main() -> int:
             ("gemini", "run_shell_command `ls -la`", {**_claude("ls -la"), "hook_event_name": "BeforeTool",
                                                      "tool_name": "run_shell_command"}),
         ]
-        fleet_cmd = _fleet_cmd()
+        fleet_bin = fleet_cmd()
         print(f"# fleet hook, cold process each call, {args.runs} runs, {args.registered} registered, "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
         print(f"{'case':<44} {'answer':>7} {'median ms':>10} {'p90 ms':>8} {'CPU ms':>7}")
         for agent, label, payload in cases:
-            median, p90, cpu, verdict = _time([*fleet_cmd, "hook", agent], json.dumps(payload).encode(), env,
+            median, p90, cpu, verdict = _time([*fleet_bin, "hook", agent], json.dumps(payload).encode(), env,
                                               args.runs)
             print(f"{label:<44} {verdict:>7} {median:>10.1f} {p90:>8.1f} {cpu:>7.1f}", flush=True)
         for label, code in (("python -c pass", "pass"), ("python -c 'import click'", "import click")):
-            median, p90, cpu, _ = _time([sys.executable, "-c", code], b"", _installed_env(), args.runs)
+            median, p90, cpu, _ = _time([sys.executable, "-c", code], b"", installed_env(), args.runs)
             print(f"{'(for scale) ' + label:<44} {'':>7} {median:>10.1f} {p90:>8.1f} {cpu:>7.1f}")
-    finally:
-        listener.close()
-        for proc in sleepers:
-            proc.kill()
-        for proc in sleepers:
-            proc.wait()
-        shutil.rmtree(home, ignore_errors=True)
     return 0
 
 
