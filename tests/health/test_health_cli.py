@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.discovery.servers import Servers
+from tests.discovery.servers import FAKE_SERVER, Servers
+from tests.helpers import stand_ins
 
 MEMORY_KEYS = {"total_mb", "available_mb", "used_mb", "pressure_pct", "pressure_label", "pageouts", "swapins",
                "pageouts_per_sec", "swapins_per_sec", "interval_seconds"}
@@ -50,7 +51,7 @@ def test_sessions_with_cwd_parent_and_classification(fleet: Any, servers: Server
     repo = tmp_path / "repo"
     repo.mkdir()
     # Launched through a shell that stays alive: its launcher still runs, so it is attached (no terminal needed).
-    script = servers._script("claude")
+    script = stand_ins.program(servers.bin, "claude", FAKE_SERVER)
     shell = subprocess.Popen(["bash", "-c", f"{script} --resume; true"], cwd=repo, stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # no controlling terminal
     servers.children.procs.append(shell)
@@ -77,7 +78,7 @@ def test_sessions_with_cwd_parent_and_classification(fleet: Any, servers: Server
 
 
 def test_orphaned_busy_session_needs_attention(fleet: Any, servers: Servers) -> None:
-    script = servers._script("codex")
+    script = stand_ins.program(servers.bin, "codex", FAKE_SERVER)
     # The shell exits at once: the agent is reparented (to PID 1 in the test's PID namespace).
     launcher = subprocess.Popen(["bash", "-c", f"{script} --busy --lifetime 60 <&0 & echo $!"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
