@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import subprocess
@@ -195,6 +196,59 @@ def test_register_takes_over_its_sessions_reservation(fleet: Any, fleet_home: Pa
     assert doc["ports_claimed"] == {str(port): server.pid}
     assert doc["gpu_budget"]["allocated_mb"] == 1000  # moved, not counted twice
     assert fleet("release", "--claim", str(made.json()["claim_id"])).returncode == 3  # nothing left of it
+
+
+def test_a_sessions_own_reservations_count_against_its_next_reservation(fleet: Any, free_ports: PortHolds) -> None:
+    """Only a register takes a session's reservations over; a second reservation adds to the first. The budget
+    here is 65536 - 8192 MB, so two of 30000 MB cannot both hold."""
+    assert fleet("claim", "--gpu", "30000", "--session-id", "a").returncode == 0
+    second = fleet("claim", "--gpu", "30000", "--session-id", "a", "--json")
+    assert second.returncode == 1, second.stdout
+    assert "reservation 1 of session a" in second.json()["reason"]
+    assert fleet("status", "--json").json()["gpu_budget"]["allocated_mb"] == 30000
+    port = free_ports.take()
+    assert fleet("claim", "--port", str(port), "--session-id", "a").returncode == 0
+    again = fleet("claim", "--port", str(port), "--session-id", "a", "--json")
+    assert again.returncode == 1, again.stdout  # a conflict naming its own reservation, not a database error
+    assert again.json()["error"] == "conflict"
+    assert fleet("history", "--verify").returncode == 0
+
+
+def test_register_takes_over_only_the_reserved_gpu_of_its_own_device(fleet: Any, fleet_home: Path,
+                                                                      children: Children) -> None:
+    (fleet_home / "config.json").write_text(json.dumps({
+        "gpu_total_mb": 40000, "gpu_reserve_mb": 0,
+        "gpu_devices": {"0": {"total_mb": 20000, "reserve_mb": 0}, "1": {"total_mb": 20000, "reserve_mb": 0}}}))
+    assert fleet("claim", "--gpu", "15000", "--gpu-device", "0", "--session-id", "a").returncode == 0
+    proc = children.sleeper()
+    assert fleet("register", "--pid", str(proc.pid), "--name", "p", "--workstream", "w", "--gpu", "15000",
+                 "--gpu-device", "1", "--session-id", "a").returncode == 0  # device 0's reservation stays
+    over = fleet("claim", "--gpu", "15000", "--session-id", "a", "--json")  # the pool: 40000 - 30000 held
+    assert over.returncode == 1, over.stdout
+    assert fleet("status", "--json").json()["gpu_budget"]["allocated_mb"] == 30000
+
+
+def test_reopening_a_lease_whose_owner_died_does_not_hand_back_a_taken_repo(fleet: Any, children: Children,
+                                                                            tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    first = children.sleeper()
+    assert fleet("session", "start", "--session-id", "s", "--owner-pid", str(first.pid),
+                 "--repo", str(repo)).returncode == 0
+    first.kill()
+    first.wait()
+    other = children.sleeper()
+    assert fleet("session", "start", "--session-id", "t", "--owner-pid", str(other.pid),
+                 "--repo", str(repo)).returncode == 0
+    again = children.sleeper()
+    reopened = fleet("session", "ensure", "--session-id", "s", "--owner-pid", str(again.pid), "--json")
+    assert reopened.returncode == 0, reopened.stderr
+    assert reopened.json()["repo_dir"] is None
+    listed = {x["session_id"]: (x["status"], x["repo_dir"]) for x in fleet("session", "list", "--json").json()}
+    assert listed == {"s": ("ACTIVE", None), "t": ("ACTIVE", str(repo))}
+    denied = fleet("guard", "--repo", str(repo), "--session-id", "s", "--json")
+    assert denied.returncode == 1
+    assert "session t (lease" in denied.json()["checks"]["repo"]["reason"]
 
 
 def test_closing_a_session_releases_its_reservations(fleet: Any, children: Children, free_ports: PortHolds) -> None:

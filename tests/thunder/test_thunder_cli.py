@@ -229,3 +229,16 @@ def test_closing_the_claiming_session_releases_its_instances_and_their_repo(flee
         conn.close()
     assert detail["external_released"] == ["thunder:0"]
     assert fleet("history", "--verify").returncode == 0
+
+
+def test_a_session_id_is_taken_as_given_like_every_other_commands(fleet: Any, tnr: FakeTnr, tmp_path: Path,
+                                                                  children: Any) -> None:
+    tnr.prints("status_two.json")
+    assert fleet("thunder", "sync", env=tnr.env()).returncode == 0
+    owner = children.sleeper()
+    assert fleet("session", "start", "--session-id", "a ", "--owner-pid", str(owner.pid)).returncode == 0
+    claimed = fleet("thunder", "claim", "--id", "0", "--session-id", "a ", "--repo", str(tmp_path), "--json")
+    assert claimed.json()["session_id"] == "a "
+    assert fleet("guard", "--repo", str(tmp_path), "--session-id", "a ").returncode == 0  # its own claim
+    assert fleet("session", "close", "--session-id", "a ", "--json").json()["external_released"] == ["thunder:0"]
+    assert fleet("thunder", "claim", "--id", "0", "--session-id", "a\tb").returncode == 2  # the common rule

@@ -47,15 +47,31 @@ class ClaimRequest(NamedTuple):
     gpu_mb: int = 0
     device: str | None = None  # None: the single pool
     session_id: str | None = None
+    # A register (and the guard, which asks whether one would pass): the session's reservations of what it asks for
+    # become the process's claims (``takes_over``), so they do not deny it. A new reservation adds to them.
+    takes_over_reservations: bool = False
+
+
+def takes_over(req: ClaimRequest, claim: Claim) -> bool:
+    """Whether granting ``req`` takes ``claim`` over: a reservation of the requesting session, of a port or repo the
+    request names, or of GPU memory on the device it claims (the process's claim replaces it). The one rule for
+    both the decision (such a claim never denies) and the register that moves or replaces it."""
+    h = claim.holder
+    if not (req.takes_over_reservations and h.kind == "reservation" and req.session_id is not None
+            and h.session_id == req.session_id):
+        return False
+    if claim.kind == "port":
+        return claim.key in {str(p) for p in req.ports}
+    if claim.kind == "repo":
+        return claim.key in req.repos
+    return req.gpu_mb > 0 and claim.key == (req.device or GPU_POOL)
 
 
 def owned_by(req: ClaimRequest, exclude: tuple[str, int] | None) -> Callable[[Claim], bool]:
     """Claims that are the requester's own and so never deny it: its own holder's (``exclude``, e.g. the process
-    adding claims), and its session's reservations (which a register by that session takes over)."""
+    adding claims), and the reservations that granting it takes over (``takes_over``)."""
     def own(claim: Claim) -> bool:
-        h = claim.holder
-        return h.key == exclude or (h.kind == "reservation" and req.session_id is not None
-                                    and h.session_id == req.session_id)
+        return claim.holder.key == exclude or takes_over(req, claim)
     return own
 
 
@@ -267,7 +283,8 @@ class Fleet:
             raise NotFound(f"PID {pid} is not a running process")
         req = ClaimRequest(ports=tuple(dict.fromkeys(ports)),
                            repos=tuple(dict.fromkeys(resolve_repo(r) for r in repos)),
-                           gpu_mb=gpu_mb, device=device, session_id=session_id or f"cli-{pid}")
+                           gpu_mb=gpu_mb, device=device, session_id=session_id or f"cli-{pid}",
+                           takes_over_reservations=True)
         listeners = {p: _foreign_listener(p, pid) for p in req.ports}
 
         conflict: Conflict | None = None
@@ -298,8 +315,7 @@ class Fleet:
             return self._conflict(pid, name, workstream, "pid", f"PID {pid} is already registered as "
                                   f"{existing.name}; release it first, or add claims with --update")
         if existing is not None:
-            req = ClaimRequest(ports=req.ports, repos=req.repos, gpu_mb=req.gpu_mb, device=req.device,
-                               session_id=existing.session_id)
+            req = req._replace(session_id=existing.session_id)
 
         ledger = Ledger.read(self._conn, self.clock.now())
         checks = decide_claims(self, ledger, req, os_listeners=listeners, suggestions=lambda p: [],
@@ -344,17 +360,14 @@ class Fleet:
 
     def _take_over_reservations(self, ledger: Ledger, req: ClaimRequest, record_id: int, ports: Sequence[int],
                                 repos: Sequence[str]) -> set[tuple[str, str]]:
-        """The session's live reservations of the same ports and repos become the process's claims in place (no
-        moment in which they are free); its reserved GPU memory on the same device is replaced by the process's
-        claim. A reservation left with nothing is dropped. Returns the (kind, key) pairs moved."""
-        own = ledger.live(c for c in ledger.claims if c.holder.kind == "reservation"
-                          and req.session_id is not None and c.holder.session_id == req.session_id)
+        """The reservations that ``takes_over`` names: ports and repos become the process's claims in place (no
+        moment in which they are free), reserved GPU memory on the same device is replaced by the process's claim.
+        A reservation left with nothing is dropped. Returns the (kind, key) pairs moved."""
+        own = ledger.live(c for c in ledger.claims if takes_over(req, c))
         wanted = {("port", str(p)) for p in ports} | {("repo", r) for r in repos}
         moved = [c for c in own if (c.kind, c.key) in wanted]
         leases.move_claims_to_process(self._conn, [c.claim_id for c in moved], record_id)
-        if req.gpu_mb > 0:
-            registry.delete_claims(self._conn, [c.claim_id for c in own
-                                                if c.kind == "gpu" and c.key == (req.device or GPU_POOL)])
+        registry.delete_claims(self._conn, [c.claim_id for c in own if c.kind == "gpu"])
         for res_id in {c.holder.record_id for c in own}:
             if not registry.holder_claims(self._conn, "reservation", res_id):
                 leases.delete_reservation(self._conn, res_id)

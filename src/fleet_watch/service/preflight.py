@@ -80,7 +80,7 @@ def evaluate(fleet: Fleet, req: GuardRequest) -> GuardResult:
     occupied = ledger.occupied_ports()
     claim = ClaimRequest(ports=(req.port,) if req.port is not None else (),
                          repos=(repo_dir,) if repo_dir is not None else (), gpu_mb=requested or 0, device=device,
-                         session_id=req.session_id)
+                         session_id=req.session_id, takes_over_reservations=True)  # would a register pass?
     decided = dict(decide_claims(fleet, ledger, claim, os_listeners=listeners,
                                  suggestions=lambda p: fleet.free_ports(p, set(occupied))))
     checks = render_checks(decided, req, requested, pool, device, device_budget, estimate, fleet, occupied)

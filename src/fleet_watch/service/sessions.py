@@ -94,8 +94,12 @@ def start(fleet: Fleet, session_id: str | None, *, owner_pid: int | None = None,
         lease = store.get(conn, sid)
         if lease is not None and not lease.is_closed and owner_alive(lease) is not False:
             authorize(lease, Caller.current(), "take over")
+        ledger = Ledger.read(conn, fleet.clock.now())
+        if lease is not None:  # an open lease whose owner is gone holds nothing: drop_dead closes it below, so
+            for claim in ledger.claims:  # that reopening cannot hand back a repo another session took meanwhile
+                if claim.holder.key == ("lease", lease.lease_id):
+                    ledger.death(claim.holder)
         if repo_dir is not None:
-            ledger = Ledger.read(conn, fleet.clock.now())
             exclude = ("lease", lease.lease_id) if lease is not None else None
             (resource, check), = decide_claims(fleet, ledger, ClaimRequest(repos=(repo_dir,), session_id=sid),
                                                os_listeners={}, suggestions=lambda p: [], exclude=exclude)
@@ -103,6 +107,7 @@ def start(fleet: Fleet, session_id: str | None, *, owner_pid: int | None = None,
                 fleet.event(conn, "CONFLICT", pid, sid, {"resource": resource, "reason": check["reason"],
                                                          "session_id": sid, "source": f"session {source}"})
                 conflict = Conflict(check["reason"], resource=resource, holder=check["holder"])
+        fleet.drop_dead(conn, ledger)
         if conflict is None:
             if lease is None:
                 lease_id = store.insert(conn, session_id=sid, owner_pid=pid, owner_start_time=start_time,

@@ -19,7 +19,7 @@ from typing import Any
 from fleet_watch import clock as clocks
 from fleet_watch.config import Settings
 from fleet_watch.core import external as core
-from fleet_watch.core import guard
+from fleet_watch.core import guard, inputs
 from fleet_watch.core.thunder import PROVIDER, ThunderOutputError, parse_status
 from fleet_watch.errors import Conflict, NotFound, ToolFailed, UsageError
 from fleet_watch.service.fleet import Fleet, resolve_repo
@@ -43,11 +43,9 @@ def _ident(value: str) -> str:
 
 
 def _session(value: str | None, flag: str = "--session-id") -> str | None:
-    if value is None:
-        return None
-    if not value.strip() or len(value) > 200 or not value.isprintable():
-        raise UsageError(f"{flag} must be printable, non-empty and at most 200 characters")
-    return value.strip()
+    """The same rule as every other command's session ids and workstreams (``core.inputs.text``): a session id
+    is compared as given, so `fleet session` and `fleet thunder` name the same session."""
+    return None if value is None else inputs.text(flag, value)
 
 
 @dataclass(slots=True)
