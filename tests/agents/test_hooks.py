@@ -245,3 +245,19 @@ def test_the_hook_path_stays_light(fleet_home: Path, command: str) -> None:
     r = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, text=True, check=False,
                        env={**__import__("os").environ, "FLEET_WATCH_HOME": str(fleet_home)})
     assert r.stderr.strip().splitlines()[-1] == "[] 0", r.stderr
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_a_denial_is_written_whatever_the_command_holds_and_the_locale_says(fleet, agent: str) -> None:
+    """A lone surrogate in the command (valid JSON: ``\\ud800``), or a stdout that is not UTF-8, used to make
+    writing the denial raise, and the exit 1 that followed lets every agent run the tool."""
+    port = free_port()
+    assert fleet("claim", "--port", str(port), "--session-id", "someone-else").returncode == 0
+    raw = dumps(shell_payload(agent, f"uvicorn cafe --port {port}")).replace("cafe", "caf\\u00e9\\ud800")
+    for env in ({}, {"PYTHONIOENCODING": "ascii"}):
+        r = fleet("hook", agent, input=raw, env=env)
+        assert r.returncode in (0, 2), r.stderr
+        assert "Traceback" not in r.stderr
+        if r.returncode == 0:
+            doc = json.loads(r.stdout)
+            assert "deny" in json.dumps(doc), r.stdout

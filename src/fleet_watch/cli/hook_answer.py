@@ -131,16 +131,22 @@ def answer(agent: Agent, stream: IO[bytes]) -> Answer:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _write(stream: IO[str], text: str) -> None:
+    """As bytes, whatever the locale says: nothing the answer quotes can make writing it fail."""
+    if text:
+        stream.buffer.write(text.encode("utf-8", "backslashreplace"))  # type: ignore[attr-defined]
+        stream.flush()
+
+
 def run(agent: Agent) -> int:
     """Answer the payload on stdin, print the agent's answer, return its exit code (0 or 2)."""
     result = answer(agent, sys.stdin.buffer)
     try:
-        if result.stdout:
-            sys.stdout.write(result.stdout)
-            sys.stdout.flush()
-        if result.stderr:
-            sys.stderr.write(result.stderr)
-            sys.stderr.flush()
+        _write(sys.stdout, result.stdout)
+        _write(sys.stderr, result.stderr)
     except BrokenPipeError:
         pass
+    except Exception as err:  # noqa: BLE001 - an answer that cannot be written still must not let the call through
+        os.write(2, f"Fleet Watch could not write its answer ({type(err).__name__}); blocking\n".encode())
+        return 2
     return result.exit_code

@@ -165,7 +165,9 @@ def parse_event(agent: Agent, payload: object) -> HookEvent:
 # -- answers ---------------------------------------------------------------------------------------------------
 
 def _json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
+    # ASCII only: a reason quoting a command with a lone surrogate, or an agent whose stdout is not UTF-8, must not
+    # turn the answer into an encoding error (an exit 1 lets the tool run).
+    return json.dumps(doc, ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
 def deny(agent: Agent, reason: str) -> Answer:
