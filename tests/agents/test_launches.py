@@ -30,6 +30,20 @@ from fleet_watch.core.launches import parse_launches
     ("bash -c \"PORT=5001 node server.js\"", "listener", 5001, "PORT", None),
     ("nc -lvp 9999", "listener", 9999, "-p", None),
     ("socat TCP-LISTEN:7777,fork -", "listener", 7777, "positional", None),
+    # Shells with clustered options (Codex sends ["bash", "-lc", cmd]), shell keywords, wrapper and runner flags.
+    ("bash -lc 'uvicorn app:app --port=8000'", "dev_server", 8000, "--port", None),
+    ("sh -ec 'uvicorn app --port 8010'", "dev_server", 8010, "--port", None),
+    ("bash -o pipefail -c 'uvicorn a --port 8002'", "dev_server", 8002, "--port", None),
+    ("if true; then uvicorn app --port 8003; fi", "dev_server", 8003, "--port", None),
+    ("{ uvicorn app --port 8004; }", "dev_server", 8004, "--port", None),
+    ("setsid -f uvicorn app --port 8005", "dev_server", 8005, "--port", None),
+    ("uv run --with x --python 3.12 uvicorn app --port 8006", "dev_server", 8006, "--port", None),
+    ("python -m http.server --bind 127.0.0.1 8555", "dev_server", 8555, "positional", None),
+    ("python -m http.server -d /srv 8556", "dev_server", 8556, "positional", None),
+    ("flask --app hello run", "dev_server", 5000, "default", None),
+    ("node server.js -p3555", "listener", 3555, "-p", None),
+    # `--port 0`: the OS picks a port, so there is nothing to check (not the default 8000 either).
+    ("uvicorn app --port 0", "dev_server", None, "--port", None),
 ])
 def test_launches(line: str, kind: str, port: int, origin: str, model: str | None) -> None:
     (launch,) = parse_launches(line)

@@ -26,6 +26,12 @@ _WRAPPERS_WITH_ARG = {"nice": ("-n",), "timeout": ("-s", "-k", "--signal", "--ki
 _RUNNERS = {("uv", "run"), ("poetry", "run"), ("pipenv", "run"), ("pdm", "run"), ("hatch", "run"), ("rye", "run"),
             ("conda", "run"), ("pixi", "run")}
 _SHELLS = {"sh", "bash", "zsh", "dash", "ksh"}
+# Shell syntax that may stand before a command inside one simple command (`if true; then uvicorn app; fi`).
+_KEYWORDS = {"if", "then", "else", "elif", "do", "while", "until", "!", "{", "("}
+# Flags of `uv run` and its kin that take a value (the program comes after them: `uv run --with x uvicorn app`).
+_RUNNER_VALUE_FLAGS = {"--with", "--with-requirements", "--with-editable", "--python", "-p", "--env-file",
+                       "--directory", "--project", "--extra", "--group", "--package", "--from", "--index", "-n",
+                       "--name", "--prefix", "-e", "--environment", "--env"}
 
 # Programs whose port flags name a *remote* port (or mean something else): never a listener here.
 _CLIENTS = {
@@ -62,7 +68,7 @@ _DEV_SERVERS: tuple[tuple[re.Pattern[str], int | None], ...] = (
     (re.compile(r"^(uvicorn|-m\s+uvicorn)\b"), 8000),
     (re.compile(r"^(gunicorn|-m\s+gunicorn)\b"), 8000),
     (re.compile(r"^(hypercorn|granian|fastapi\s+(dev|run)|-m\s+fastapi\s+(dev|run))\b"), 8000),
-    (re.compile(r"^(flask|-m\s+flask)\s+run\b"), 5000),
+    (re.compile(r"^(flask|-m\s+flask)\s+((--app|-A|--env-file|-e)[\s=]\S+\s+|--(no-)?debug\s+)*run\b"), 5000),
     (re.compile(r"^-m\s+http\.server\b"), 8000),
     (re.compile(r"^\S*manage\.py\s+runserver\b"), 8000),
     (re.compile(r"^(rails|bin/rails)\s+(s|server)\b"), 3000),
@@ -190,8 +196,10 @@ def _strip_prefix(argv: list[str], env: dict[str, str]) -> list[str]:
         if m:
             env[m.group(1)] = m.group(2)
             i += 1
-        elif base in _WRAPPERS:
+        elif base in _WRAPPERS or word in _KEYWORDS:
             i += 1
+            while base in _WRAPPERS and i < len(argv) and argv[i].startswith("-"):
+                i += 1  # `setsid -f`, `stdbuf -oL`, `caffeinate -i`: flags without a separate value
         elif base in _WRAPPERS_WITH_ARG:
             i += 1
             while i < len(argv) and argv[i].startswith("-"):
@@ -200,6 +208,9 @@ def _strip_prefix(argv: list[str], env: dict[str, str]) -> list[str]:
                 i += 1  # the duration / CPU mask
         elif i + 1 < len(argv) and (base, argv[i + 1]) in _RUNNERS:
             i += 2
+            while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":
+                i += 2 if argv[i] in _RUNNER_VALUE_FLAGS else 1
+            i += 1 if i < len(argv) and argv[i] == "--" else 0
         elif base in ("npx", "pnpx", "bunx"):
             i += 1
         else:
@@ -229,21 +240,52 @@ def _flag_value(argv: list[str], flags: tuple[str, ...]) -> str | None:
 
 def _explicit_port(program: str, args: list[str]) -> tuple[int | None, PortOrigin | None]:
     """A port the command's own flags name: --port N, -p N (not for clients), --bind H:P, docker's -p H:C."""
-    value = _port(_flag_value(args, ("--port", "--http-port", "--server.port", "--listen-port")))
+    named = _flag_value(args, ("--port", "--http-port", "--server.port", "--listen-port"))
+    value = _port(named)
     if value is not None:
         return value, "--port"
+    if named is not None:
+        return None, "--port"  # `--port 0` (the OS picks one) or no port at all: nothing to check, no default
     if program in ("docker", "podman", "nerdctl"):
         published = _flag_value(args, ("-p", "--publish"))
         parts = published.split(":") if published is not None else []
         return (_port(parts[-2]), "--publish") if len(parts) >= 2 and _port(parts[-2]) else (None, None)
     if program not in _CLIENTS:
-        value = _port(_flag_value(args, ("-p",)))
+        short = _flag_value(args, ("-p",))
+        if short is None:  # glued: `-p3555`
+            short = next((a[2:] for a in args if a.startswith("-p") and a[2:].isdigit()), None)
+        value = _port(short)
         if value is not None:
             return value, "-p"
     bind = _flag_value(args, ("--bind", "-b"))
     if bind is not None and ":" in bind and (value := _host_port(bind)) is not None:
         return value, "--bind"
     return None, None
+
+
+def _positionals(args: list[str], value_flags: tuple[str, ...]) -> list[str]:
+    """The arguments that are not flags nor the values of ``value_flags`` (`--bind 127.0.0.1 8555` -> [8555])."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in value_flags
+        else:
+            out.append(arg)
+    return out
+
+
+def _shell_script(argv: list[str]) -> str | None:
+    """The command string of ``sh -c '...'``, also with the option clustered (``bash -lc``, ``sh -ec``) or after
+    other options (``bash --login -c``, ``bash -o pipefail -c``)."""
+    i = 1
+    while i < len(argv) and argv[i][:1] in ("-", "+"):
+        word = argv[i]
+        if word[0] == "-" and not word.startswith("--") and word[1:].isalpha() and "c" in word[1:]:
+            return argv[i + 1] if i + 1 < len(argv) else None
+        i += 2 if word in ("-o", "+o", "-O", "+O") else 1
+    return None
 
 
 def _env_port(env: dict[str, str]) -> int | None:
@@ -260,13 +302,13 @@ def _server_port(program: str, body: list[str], rest: list[str], env: dict[str, 
     """A server's port: its flags, else PORT in its environment, else where its own convention puts it, else its
     documented default."""
     port, origin = _explicit_port(program, rest)
-    if port is not None:
+    if origin is not None:
         return port, origin
     if (port := _env_port(env)) is not None:
         return port, "PORT"
     if program == "ollama" and env.get("OLLAMA_HOST") and (port := _host_port(env["OLLAMA_HOST"].strip())):
         return port, "OLLAMA_HOST"
-    positional = [a for a in rest[1:] if not a.startswith("-")]
+    positional = _positionals(rest[1:], ("-b", "--bind", "-d", "--directory", "-p", "--protocol"))
     if program == "-m" and body[1:2] == ["http.server"] and positional and (port := _port(positional[0])):
         return port, "positional"
     if program.endswith("manage.py") and positional and (port := _host_port(positional[0])):
@@ -335,11 +377,10 @@ def parse_launches(line: str, *, depth: int = 0) -> list[Launch]:
         if base == "export":
             exported.update((m.group(1), m.group(2)) for word in argv[1:] if (m := _ASSIGNMENT.match(word)))
             continue
-        if base in _SHELLS and "-c" in argv[1:]:
-            at = argv.index("-c", 1) + 1
-            if depth < 2 and at < len(argv):
+        if base in _SHELLS and (script := _shell_script(argv)) is not None:
+            if depth < 2:
                 prefix = "".join(f"export {k}={shlex.quote(v)}; " for k, v in env.items())
-                launches.extend(parse_launches(prefix + argv[at], depth=depth + 1))
+                launches.extend(parse_launches(prefix + script, depth=depth + 1))
             continue
         launch = _classify(argv, env, own)
         if launch is not None:
