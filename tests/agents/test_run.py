@@ -130,6 +130,13 @@ def test_denied_runs_never_start(fleet, children: Children, runs: Runs, tmp_path
                  ).returncode == 2
     missing = fleet("run", "--name", "n", "--workstream", "w", "--", str(tmp_path / "no-such-program"))
     assert missing.returncode == 3
+    # What the register after the start would refuse is refused before the start (it used to leave the child
+    # running, unregistered).
+    for bad in (("--priority", "9"), ("--name", "a\nb"), ("--session-id", "s\x1b[2J")):
+        refused = fleet("run", "--workstream", "w", *(("--name", "n") if bad[0] != "--name" else ()), *bad, "--",
+                        sys.executable, str(CHILD), str(tmp_path))
+        assert refused.returncode == 2, refused.stderr
+        assert _records(tmp_path) == []
     assert fleet("status", "--json").json()["process_count"] == 2  # the two the test registered, nothing else
 
 
@@ -240,3 +247,13 @@ def test_gpu_starts_that_do_not_both_fit_start_one(fleet, runs: Runs, tmp_path: 
     for proc in procs:
         proc.communicate(timeout=60)
     assert len(_records(tmp_path)) == 1
+
+
+def test_a_command_with_a_line_break_runs_and_is_recorded_on_one_line(fleet, fleet_home: Path) -> None:
+    """`bash -c $'a\nb'` is a legitimate command; the registry records it with the break escaped, instead of the
+    register refusing it after the child had started."""
+    r = fleet("run", "--name", "two-lines", "--workstream", "w", "--", sys.executable, "-c",
+              "import sys\nsys.exit(7)")
+    assert r.returncode == 7, r.stderr
+    events = [e["event_type"] for e in fleet("history", "--json").json()]
+    assert events[:2] == ["RELEASE", "REGISTER"]

@@ -23,6 +23,9 @@ def quote(value: object, limit: int = 60) -> str:
     return f"{text[:limit - 3]}... ({len(str(value))} characters)"
 
 
+_CONTROL = ("Cc", "Cf", "Zl", "Zp")  # what could forge a line or hide text in a table, a log or a terminal
+
+
 def text(label: str, value: str, *, max_len: int = MAX_TEXT, allow_empty: bool = False) -> str:
     """A one-line label: no control characters (newlines would forge lines in tables and logs), bounded length."""
     if not allow_empty and not value.strip():
@@ -30,9 +33,16 @@ def text(label: str, value: str, *, max_len: int = MAX_TEXT, allow_empty: bool =
     if len(value) > max_len:
         raise UsageError(f"{label} is {len(value)} characters long; at most {max_len}")
     for ch in value:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+        if unicodedata.category(ch) in _CONTROL:
             raise UsageError(f"{label} must not contain control characters ({quote(value)})")
     return value
+
+
+def one_line(value: str) -> str:
+    """``value`` with every character that ``text`` refuses written as an escape (``\\n``, ``\\x1b``,
+    ``\\u200b``): for recording something legitimate that holds them, such as a command that ``fleet run`` starts."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _CONTROL else ch
+                   for ch in value)
 
 
 def port(value: int | None, label: str = "port") -> int | None:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from fleet_watch.errors import Conflict, DatabaseError, NotFound, Unavailable, UsageError
+from fleet_watch.core import inputs
+from fleet_watch.errors import DatabaseError, NotFound, Unavailable, UsageError
 
 if TYPE_CHECKING:
     from fleet_watch.models import Reservation
@@ -69,11 +70,16 @@ class Denied(NamedTuple):
 
 
 def validate(req: RunRequest) -> None:
+    """Everything the register after the start would refuse is refused here, before anything starts."""
     if not req.argv:
         raise UsageError("give the command to run after --")
-    for label, text in (("--name", req.name), ("--workstream", req.workstream)):
-        if not text.strip():
-            raise UsageError(f"{label} must not be empty")
+    inputs.text("--name", req.name)
+    inputs.text("--workstream", req.workstream)
+    inputs.priority(req.priority)
+    if req.session_id is not None:
+        inputs.text("--session-id", req.session_id)
+    if req.model is not None:
+        inputs.text("--model", req.model, max_len=inputs.MAX_PATH)
     if req.gpu_mb is not None and req.gpu_mb < 0:
         raise UsageError(f"--gpu must be >= 0, got {req.gpu_mb}")
     if req.port is None and not req.auto_port and any("{port}" in a for a in req.argv):
@@ -236,14 +242,19 @@ def _register(fleet: Fleet, req: RunRequest, child: subprocess.Popen[bytes], por
         fleet.register(pid=child.pid, name=req.name, workstream=req.workstream,
                        ports=(port,) if port is not None else (), gpu_mb=gpu_mb,
                        repos=(req.repo,) if req.repo is not None else (), priority=req.priority,
-                       session_id=run_session(req), model=req.model, start_cmd=shlex.join(argv), source="run",
+                       session_id=run_session(req), model=req.model, start_cmd=_recorded(argv), source="run",
                        gpu_device=req.gpu_device)
         return True
     except NotFound:
         return False
-    except (Conflict, DatabaseError):
-        _stop(child)  # ours, started a moment ago, identified by the Popen handle we hold
+    except BaseException:
+        _stop(child)  # ours, started a moment ago, identified by the Popen handle we hold: never left unregistered
         raise
+
+
+def _recorded(argv: list[str]) -> str:
+    """The command as the registry records it: one line, within the start command's limit."""
+    return inputs.one_line(shlex.join(argv))[:32768]
 
 
 def _stop(child: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
