@@ -261,3 +261,34 @@ def test_a_denial_is_written_whatever_the_command_holds_and_the_locale_says(flee
         if r.returncode == 0:
             doc = json.loads(r.stdout)
             assert "deny" in json.dumps(doc), r.stdout
+
+
+_LOCK_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+conn.execute("BEGIN EXCLUSIVE")
+conn.execute("UPDATE chain_head SET seq = seq")
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_registry_held_by_another_process_denies_before_the_agent_gives_up(fleet, fleet_home: Path,
+                                                                           children: Children) -> None:
+    """SQLite waits for a lock in C, where the hook's own deadline cannot interrupt it; the 30 s busy wait of the
+    other commands outlasted the 30 s that `fleet integrate` gives the hook, and the agent then runs the tool. The
+    hook's connection waits 5 s, then fails closed. (The subprocess timeout below is that requirement, not a
+    benchmark: the old wait took the whole 30 s.)"""
+    import subprocess
+    import sys
+
+    assert fleet("status").returncode == 0  # the registry exists, migrated
+    holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(fleet_home / "registry.db")],
+                              stdout=subprocess.PIPE, text=True)
+    children.procs.append(holder)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    r = fleet("hook", "claude", input=dumps(claude_bash(f"uvicorn app:app --port {free_port()}")), timeout=25)
+    assert r.returncode == 0, r.stderr
+    reason = json.loads(r.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
+    assert "could not check this call" in reason and "locked" in reason, reason

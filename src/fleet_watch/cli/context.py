@@ -14,10 +14,12 @@ from fleet_watch.service.fleet import Fleet
 AGENT_SESSION_VARS = ("CLAUDE_CODE_SESSION_ID",)
 
 
-def open_fleet() -> Fleet:
+def open_fleet(busy_timeout_ms: int | None = None) -> Fleet:
+    """The registry for this command; ``busy_timeout_ms`` overrides how long a write waits for the lock."""
     from fleet_watch.config import resolve_home
 
-    fleet = Fleet.open(resolve_home(os.environ))
+    home = resolve_home(os.environ)
+    fleet = Fleet.open(home) if busy_timeout_ms is None else Fleet.open(home, busy_timeout_ms=busy_timeout_ms)
     for warning in fleet.settings.warnings:
         sys.stderr.write(f"Warning: {warning}\n")
     return fleet

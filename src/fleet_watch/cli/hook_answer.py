@@ -17,6 +17,9 @@ from typing import IO, Any
 from fleet_watch.core.hookio import Agent, Answer, BadPayload, HookEvent, parse_event
 
 DEADLINE_S = 10.0  # well inside the 30 s that `fleet integrate` gives the hook: our answer must come first
+# SQLite waits for a writer's lock in C, where the deadline's signal cannot interrupt it: the hook's connection
+# waits at most this long (a registry held longer is a failure to check, and fails closed in time).
+BUSY_TIMEOUT_MS = 5000
 MAX_PAYLOAD_BYTES = 64 << 20  # a Write of a large file carries its content
 
 
@@ -92,8 +95,12 @@ def _decide(agent: Agent, event: HookEvent) -> Answer:
 
     if event.kind == "pre_tool" and not hooks.needs_registry(event):
         return hookio.allow()  # `ls`, `git status`, a Read: nothing to look up, no database opened
-    from fleet_watch.cli.context import current_session, open_fleet
+    from functools import partial
 
+    from fleet_watch.cli.context import current_session
+    from fleet_watch.cli.context import open_fleet as open_with
+
+    open_fleet = partial(open_with, busy_timeout_ms=BUSY_TIMEOUT_MS)
     session = current_session(event.session_id) or event.session_id
     if event.kind != "pre_tool":
         described = hooks.agent_session(event, session)

@@ -24,7 +24,7 @@ from fleet_watch.probes import ports as port_probe
 from fleet_watch.probes.processes import death_reason, is_descendant, process_facts
 from fleet_watch.service.ledger import DeathProbe, Ledger, kernel_death
 from fleet_watch.store import leases, registry
-from fleet_watch.store.connection import immediate, open_db, snapshot
+from fleet_watch.store.connection import BUSY_TIMEOUT_MS, immediate, open_db, snapshot
 
 if TYPE_CHECKING:
     from fleet_watch.core.chain import ChainReport
@@ -126,12 +126,13 @@ class Fleet:
     @classmethod
     def open(
         cls, home: Path, *, clock: clocks.Clock | None = None, detect_total_mb: Callable[[], Detected] | None = None,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     ) -> Fleet:
         if detect_total_mb is None:
             detect_total_mb = detect_pool_mb
         ensure_home(home)
         settings = load_settings(home, detect_total_mb)
-        return cls(settings, open_db(settings.db_path), clock or clocks.SystemClock())
+        return cls(settings, open_db(settings.db_path, busy_timeout_ms), clock or clocks.SystemClock())
 
     def close(self) -> None:
         self._conn.close()

@@ -27,11 +27,11 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
-def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
+def _connect(path: Path, busy_timeout_ms: int) -> tuple[sqlite3.Connection, bool]:
     """Connect read-write where this user may write; else read-only, so that guard, status and history still
     answer from a registry that another user owns (WAL needs its -shm file writable: ``immutable`` is the fallback
     when even that is denied; such a reader cannot see a write in flight, and it cannot write)."""
-    timeout = BUSY_TIMEOUT_MS / 1000
+    timeout = busy_timeout_ms / 1000
     if not path.exists():
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(fd)
@@ -47,23 +47,24 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
         return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=timeout, isolation_level=None), False
 
 
-def open_db(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed, mode 0600) and migrate the registry database."""
+def open_db(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+    """Open (creating if needed, mode 0600) and migrate the registry database. ``busy_timeout_ms`` bounds every
+    wait for the write lock on this connection (an agent's hook, which must answer first, waits less)."""
     try:
-        conn, writable = _connect(path)
+        conn, writable = _connect(path, busy_timeout_ms)
     except OSError as err:
         raise DatabaseError(f"cannot open {path}: {err.strerror}") from err
     except sqlite3.Error as err:
         raise DatabaseError(f"cannot open {path}: {err}") from err
     try:
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         conn.execute("PRAGMA foreign_keys=ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < len(MIGRATIONS) and not writable:
             raise DatabaseError(f"{path} needs a schema upgrade ({version} -> {len(MIGRATIONS)}) that this user "
                                 "cannot write: run any fleet command as its owner first")
         if version < len(MIGRATIONS):
-            _initialise(conn)
+            _initialise(conn, busy_timeout_ms)
         elif version > len(MIGRATIONS):
             raise DatabaseError(
                 f"{path} has schema version {version}, newer than this fleet-watch knows ({len(MIGRATIONS)}): upgrade"
@@ -87,11 +88,16 @@ def _is_busy(err: BaseException) -> bool:
     return isinstance(cause, sqlite3.OperationalError) and ("locked" in str(cause) or "busy" in str(cause))
 
 
-def _initialise(conn: sqlite3.Connection) -> None:
+def _busy_ms(conn: sqlite3.Connection) -> int:
+    """This connection's wait for the write lock, as ``open_db`` set it."""
+    return int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+
+
+def _initialise(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
     """WAL mode and the migrations, for a database that lacks them: on a fresh machine, 40 agents may all arrive
     here at once. Switching to WAL needs the database to itself and SQLite answers "locked" at once, without its
     busy handler, while others hold it open; so retry, with jitter, within the busy timeout."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_timeout_ms / 1000
     delay = 0.005
     while True:
         try:
@@ -107,14 +113,14 @@ def _initialise(conn: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.25)
 
 
-def translate(err: sqlite3.Error, path: Path | None = None) -> DatabaseError:
+def translate(err: sqlite3.Error, path: Path | None = None, waited_ms: int = BUSY_TIMEOUT_MS) -> DatabaseError:
     where = f"{path}: " if path is not None else "registry database: "
     text = str(err)
     if "readonly" in text or "read-only" in text:
         return DatabaseError(f"{where}the registry is read-only for this user: only read commands (guard, check, "
                              "status, history) work")
     if "locked" in text or "busy" in text:
-        return DatabaseError(f"{where}database is locked by another writer (waited {BUSY_TIMEOUT_MS} ms)")
+        return DatabaseError(f"{where}database is locked by another writer (waited {waited_ms} ms)")
     if "not a database" in text or "malformed" in text or "corrupt" in text:
         return DatabaseError(f"{where}database file is corrupt ({text})")
     return DatabaseError(f"{where}{text}")
@@ -127,7 +133,8 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     SQLite's busy handler waits for the lock, but some "locked" answers bypass it (a connection that meets the
     switch to WAL, or WAL recovery in progress): those are retried here, with jitter, within the same timeout.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    waited_ms = _busy_ms(conn)
+    deadline = time.monotonic() + waited_ms / 1000
     delay = 0.005
     while True:
         try:
@@ -135,7 +142,7 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             break
         except sqlite3.Error as err:
             if not _is_busy(err) or time.monotonic() + delay > deadline:
-                raise translate(err) from err
+                raise translate(err, waited_ms=waited_ms) from err
             time.sleep(delay * (0.5 + _jitter()))
             delay = min(delay * 2, 0.25)
     try:
