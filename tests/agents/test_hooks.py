@@ -121,6 +121,22 @@ def test_other_sessions_repo_denies_writes_own_session_may(fleet, children: Chil
     assert "locked by PID" in (denial("gemini", hook(fleet, "gemini", gem).stdout) or "")
 
 
+def test_a_write_through_a_symlink_is_checked_where_it_lands(fleet, children: Children, tmp_path: Path) -> None:
+    repo = _repo(tmp_path, "locked")
+    (repo / "sub").mkdir()
+    holder = children.sleeper()
+    register(fleet, holder.pid, "--name", "aider", "--workstream", "web", "--repo", str(repo),
+             "--session-id", "other")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "file-link").symlink_to(repo / "sub" / "f.txt")  # the target need not exist yet
+    (outside / "dir-link").symlink_to(repo / "sub")
+    for target in (outside / "file-link", f"{outside}/dir-link/../f.txt", outside / "dir-link" / "g.txt"):
+        reason = denial("claude", hook(fleet, "claude", claude_write("Write", str(target), session="mine")).stdout)
+        assert reason is not None and f"locked by PID {holder.pid}" in reason, target
+    assert hook(fleet, "claude", claude_write("Write", str(outside / "plain.txt"), session="mine")).stdout == ""
+
+
 @pytest.mark.parametrize("agent", AGENTS)
 @pytest.mark.parametrize("payload", ["", "not json", "[1, 2]", '{"hook_event_name": "Stop", "session_id": "s"}',
                                      '{"session_id": "s", "tool_name": "Bash"}'])
@@ -292,3 +308,17 @@ def test_a_registry_held_by_another_process_denies_before_the_agent_gives_up(fle
     assert r.returncode == 0, r.stderr
     reason = json.loads(r.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
     assert "could not check this call" in reason and "locked" in reason, reason
+
+
+def test_a_file_outside_any_work_tree_is_not_denied_by_a_repo_further_down(fleet, children: Children,
+                                                                         tmp_path: Path) -> None:
+    """Writing ``<dir>/notes.txt`` touches nothing of a repo locked at ``<dir>/project``; a plain folder that a lock
+    covers from above still denies."""
+    (tmp_path / "project").mkdir()
+    holder = children.sleeper()
+    register(fleet, holder.pid, "--name", "aider", "--workstream", "w", "--repo", str(tmp_path / "project"),
+             "--session-id", "other")
+    assert hook(fleet, "claude", claude_write("Write", str(tmp_path / "notes.txt"), session="mine")).stdout == ""
+    inside = denial("claude", hook(fleet, "claude", claude_write("Write", str(tmp_path / "project" / "a" / "b.txt"),
+                                                              session="mine")).stdout)
+    assert inside is not None and f"locked by PID {holder.pid}" in inside

@@ -97,7 +97,7 @@ def _absolute(path: str, cwd: str | None, key: str) -> str:
         if cwd is None or not os.path.isabs(cwd):
             raise BadPayload(f"{key!r} is relative ({path!r}) and no absolute 'cwd' came with it")
         path = os.path.join(cwd, path)
-    return os.path.normpath(path)
+    return path  # not normalised: `link/..` means what the kernel makes of it (probes.workspace resolves it)
 
 
 _PATCH_FILE = re.compile(r"^\*\*\* (?:Add|Update|Delete) File: (.+?)\s*$|^\*\*\* Move to: (.+?)\s*$", re.M)

@@ -27,6 +27,20 @@ def enclosing_repo(path: str) -> str:
     return here
 
 
+def write_repos(path: str) -> tuple[str, ...]:
+    """What a write to ``path`` must be checked against: the git work tree that holds it (the unit agents work in),
+    else the file itself (a lock covers it only from above: another session's repo further down the same folder is
+    not touched). Both for the path as named and, when a symlink on the way (the file itself, or a directory
+    before a ``..``) leads elsewhere, for where it really lands: an editor may write through the link or replace
+    it."""
+    def unit(target: str) -> str:
+        tree = enclosing_repo(target)
+        return tree if is_git_work_tree(tree) else os.path.abspath(target)
+
+    named, real = unit(path), unit(os.path.realpath(path))
+    return (named,) if real == named else (named, real)
+
+
 def parent_pid(pid: int, proc_root: Path | None = None) -> int | None:
     """The parent of ``pid``, or None when the process is gone or unreadable."""
     if sys.platform.startswith("linux"):

@@ -158,12 +158,13 @@ def _gpu_holders(fleet: Fleet, limit: int = 3) -> str:
 # -- file writes ------------------------------------------------------------------------------------------------
 
 def _decide_edit(paths: tuple[str, ...], open_fleet: FleetOpener, session_id: str | None) -> Verdict:
-    from fleet_watch.probes.workspace import enclosing_repo
+    from fleet_watch.probes.workspace import write_repos
     from fleet_watch.service.preflight import GuardRequest, evaluate
 
     repos: dict[str, str] = {}
     for path in paths:
-        repos.setdefault(enclosing_repo(path), path)
+        for repo in write_repos(path):
+            repos.setdefault(repo, path)
     fleet = open_fleet()
     try:
         for repo, path in repos.items():
