@@ -133,7 +133,8 @@ def test_a_write_through_a_symlink_is_checked_where_it_lands(fleet, children: Ch
     (outside / "dir-link").symlink_to(repo / "sub")
     for target in (outside / "file-link", f"{outside}/dir-link/../f.txt", outside / "dir-link" / "g.txt"):
         reason = denial("claude", hook(fleet, "claude", claude_write("Write", str(target), session="mine")).stdout)
-        assert reason is not None and f"locked by PID {holder.pid}" in reason, target
+        assert reason is not None, target
+        assert f"locked by PID {holder.pid}" in reason, target
     assert hook(fleet, "claude", claude_write("Write", str(outside / "plain.txt"), session="mine")).stdout == ""
 
 
@@ -303,11 +304,13 @@ def test_a_registry_held_by_another_process_denies_before_the_agent_gives_up(fle
     holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(fleet_home / "registry.db")],
                               stdout=subprocess.PIPE, text=True)
     children.procs.append(holder)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
     r = fleet("hook", "claude", input=dumps(claude_bash(f"uvicorn app:app --port {free_port()}")), timeout=25)
     assert r.returncode == 0, r.stderr
     reason = json.loads(r.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
-    assert "could not check this call" in reason and "locked" in reason, reason
+    assert "could not check this call" in reason, reason
+    assert "locked" in reason, reason
 
 
 def test_a_file_outside_any_work_tree_is_not_denied_by_a_repo_further_down(fleet, children: Children,
@@ -321,4 +324,5 @@ def test_a_file_outside_any_work_tree_is_not_denied_by_a_repo_further_down(fleet
     assert hook(fleet, "claude", claude_write("Write", str(tmp_path / "notes.txt"), session="mine")).stdout == ""
     inside = denial("claude", hook(fleet, "claude", claude_write("Write", str(tmp_path / "project" / "a" / "b.txt"),
                                                               session="mine")).stdout)
-    assert inside is not None and f"locked by PID {holder.pid}" in inside
+    assert inside is not None
+    assert f"locked by PID {holder.pid}" in inside
