@@ -106,6 +106,30 @@ def test_merge_idempotence_backup_and_exact_removal(fleet, tmp_path: Path, agent
     assert "has no Fleet Watch hooks" in fleet("integrate", agent, "--project", str(tmp_path), "--remove").stdout
 
 
+def test_crlf_and_symlinked_settings_files_are_kept_as_they_are(fleet, tmp_path: Path) -> None:
+    """A settings file with CRLF line endings keeps them, and comes back byte for byte; one that is a symlink into
+    a dotfiles folder is written where it points and stays a link."""
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    target = dotfiles / "claude.json"
+    original = b'{\r\n\t"model": "opus"\r\n}\r\n'
+    target.write_bytes(original)
+    settings = tmp_path / "project" / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.symlink_to(target)
+
+    assert fleet("integrate", "claude", "--project", str(tmp_path / "project")).returncode == 0
+    assert settings.is_symlink()
+    written = target.read_bytes()
+    assert b"fleet" in written
+    assert written.count(b"\n") == written.count(b"\r\n")  # every line ends in CRLF, as before
+    assert json.loads(written)["model"] == "opus"
+    removed = fleet("integrate", "claude", "--project", str(tmp_path / "project"), "--remove")
+    assert removed.returncode == 0, removed.stderr
+    assert settings.is_symlink()
+    assert target.read_bytes() == original
+
+
 def test_removal_keeps_what_the_user_changed_since(fleet, tmp_path: Path) -> None:
     settings = tmp_path / ".claude" / "settings.json"
     settings.parent.mkdir()

@@ -126,6 +126,8 @@ def plan(agent: Agent, path: Path, *, remove: bool, command: str | None = None) 
     after = _backup_text(path, new) if remove else None
     if after is None:
         after = json.dumps(new, indent=_indent(before or ""), ensure_ascii=False) + "\n"
+        if before is not None and "\r\n" in before:
+            after = after.replace("\n", "\r\n")  # the file's own line endings
     return Change(path, before, after, removed)
 
 
@@ -135,7 +137,7 @@ def _backup_text(path: Path, doc: dict[str, Any]) -> str | None:
     backups = sorted(path.parent.glob(f"{glob.escape(path.name)}.fleet-watch-*.bak"), reverse=True)[:20]
     for backup in backups:
         try:
-            text = backup.read_text(encoding="utf-8")
+            text = backup.read_bytes().decode("utf-8")  # as stored: CRLF stays CRLF
             if jsonio.loads(text) == doc:
                 return text
         except (OSError, UnicodeDecodeError, jsonio.BadJson):
@@ -144,10 +146,11 @@ def _backup_text(path: Path, doc: dict[str, Any]) -> str | None:
 
 
 def apply(change: Change) -> Path | None:
-    """Write ``change`` (backing the old file up first); returns the backup's path, if there was a file."""
+    """Write ``change`` (backing the old file up first); returns the backup's path, if there was a file. A settings
+    file that is a symlink (into a dotfiles repository) is written where it points, and stays a link."""
     if not change.changed:
         return None
-    path = change.path
+    path = Path(os.path.realpath(change.path)) if change.path.is_symlink() else change.path
     backup: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,15 +160,16 @@ def apply(change: Change) -> Path | None:
         if change.before is not None:
             mode = path.stat().st_mode & 0o777
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            backup = path.with_name(f"{path.name}.fleet-watch-{stamp}.bak")
+            named = change.path  # backups sit beside the name the agent reads, where --remove looks for them
+            backup = named.with_name(f"{named.name}.fleet-watch-{stamp}.bak")
             n = 1
             while backup.exists():
                 n += 1
-                backup = path.with_name(f"{path.name}.fleet-watch-{stamp}-{n}.bak")
+                backup = named.with_name(f"{named.name}.fleet-watch-{stamp}-{n}.bak")
             shutil.copy2(path, backup)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:  # the text's line endings, as they are
                 fh.write(change.after)
             os.chmod(tmp, mode)
             os.replace(tmp, path)
