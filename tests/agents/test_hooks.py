@@ -211,7 +211,20 @@ def test_session_events_are_accepted(fleet, agent: str) -> None:
     assert "session_id" in json.loads(r.stdout)["systemMessage"]
 
 
-def test_session_start_opens_a_lease_on_its_work_tree_and_session_end_closes_it(fleet, tmp_path: Path) -> None:
+def _hook_from_another_agent(home: Path, agent: str, payload: Any) -> str:
+    """Run the hook as a child of another process (not a shell): that process is the calling agent."""
+    import subprocess
+    import sys
+
+    wrapper = ("import subprocess, sys; sys.stdout.write(subprocess.run([sys.executable, '-m', 'fleet_watch', "
+               f"'hook', {agent!r}], input=sys.stdin.read(), capture_output=True, text=True).stdout)")
+    out = subprocess.run([sys.executable, "-c", wrapper], input=dumps(payload), capture_output=True, text=True,
+                         env={**__import__("os").environ, "FLEET_WATCH_HOME": str(home)}, timeout=60, check=True)
+    return out.stdout
+
+
+def test_session_start_opens_a_lease_on_its_work_tree_and_session_end_closes_it(fleet, fleet_home: Path,
+                                                                                tmp_path: Path) -> None:
     repo = _repo(tmp_path, "shared")
     start = {"session_id": "agent-a", "transcript_path": "/tmp/t", "cwd": str(repo), "hook_event_name": "SessionStart",
              "source": "startup"}
@@ -224,9 +237,9 @@ def test_session_start_opens_a_lease_on_its_work_tree_and_session_end_closes_it(
     assert reason is not None
     assert "session agent-a" in reason
     assert hook(fleet, "claude", claude_write("Write", target, session="agent-a")).stdout == ""
-    # A second session starting in the same tree opens its lease without it, and is told why.
-    other = hook(fleet, "claude", {**start, "session_id": "agent-b"})
-    assert "does not hold" in json.loads(other.stdout)["systemMessage"]
+    # A second session of another agent process starting in the same tree opens its lease without it, and is told.
+    other = _hook_from_another_agent(fleet_home, "claude", {**start, "session_id": "agent-b"})
+    assert "does not hold" in json.loads(other)["systemMessage"]
     end = {**start, "hook_event_name": "SessionEnd", "reason": "exit"}
     del end["source"]
     assert hook(fleet, "claude", end).returncode == 0
@@ -326,3 +339,21 @@ def test_a_file_outside_any_work_tree_is_not_denied_by_a_repo_further_down(fleet
                                                               session="mine")).stdout)
     assert inside is not None
     assert f"locked by PID {holder.pid}" in inside
+
+
+def test_a_new_session_of_the_same_agent_process_supersedes_its_old_one(fleet, tmp_path: Path) -> None:
+    """Codex starts a new session on /clear without any SessionEnd; Claude Code's SessionEnd hook may fail. The old
+    session of the same agent process must not keep the agent's own repo from it."""
+    repo = _repo(tmp_path, "mine")
+    start = {"session_id": "old", "transcript_path": "/tmp/t", "cwd": str(repo), "hook_event_name": "SessionStart",
+             "source": "startup"}
+    assert hook(fleet, "codex", start).returncode == 0
+    port = free_port()
+    assert fleet("claim", "--port", str(port), "--session-id", "old").returncode == 0
+    again = hook(fleet, "codex", {**start, "session_id": "new", "source": "clear"})
+    assert (again.returncode, again.stdout) == (0, "")  # it holds the tree: nothing to say
+    leases = {x["session_id"]: (x["status"], x["repo_dir"]) for x in fleet("session", "list", "--json").json()}
+    assert leases == {"old": ("CLOSED", None), "new": ("ACTIVE", str(repo))}
+    assert fleet("guard", "--port", str(port), "--session-id", "else").returncode == 0  # its reservation went too
+    patch = codex_patch(["a.py"], session="new", cwd=str(repo))
+    assert hook(fleet, "codex", patch).stdout == ""

@@ -231,6 +231,7 @@ def open_session_lease(session: AgentSession, open_fleet: FleetOpener) -> str | 
     tree = enclosing_repo(os.path.join(session.cwd, "_")) if session.cwd else None  # cwd itself, or above it
     repo = tree if tree is not None and is_git_work_tree(tree) else None
     with open_fleet() as fleet:
+        sessions.close_superseded(fleet, session.session_id, owner_pid=session.owner_pid)
         try:
             sessions.ensure(fleet, session.session_id, owner_pid=session.owner_pid, repo=repo)
         except Conflict as err:

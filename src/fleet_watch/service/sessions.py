@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from fleet_watch import clock as clocks
 from fleet_watch.core import external, inputs
+from fleet_watch.core.liveness import same_start
 from fleet_watch.errors import Conflict, Forbidden, NotFound, UsageError
 from fleet_watch.models import Lease
 from fleet_watch.probes.processes import death_reason, is_descendant, process_facts
@@ -154,28 +155,56 @@ def close(fleet: Fleet, session_id: str | None, *, caller: Caller | None = None)
     """Close the lease: its repo, the session's reservations and its live external claims (a Thunder instance and
     the repo it locks) are released in the same transaction, logged in the one ``SESSION_CLOSE`` event."""
     sid = _session(session_id)
-    now = fleet.clock.now()
-    at = clocks.iso_utc(now)
     with fleet.writing() as conn:
         lease = store.get(conn, sid)
         if lease is None:
             raise NotFound(f"session {sid} has no lease")
         authorize(lease, caller or Caller.current(), "close")
-        released = [r.reservation_id for r in store.reservations(conn, sid)]
-        for res_id in released:
-            store.delete_reservation(conn, res_id)
-        remote = [row for row in external_store.claimed_by(conn, sid) if external.claim_live(row, now)]
-        for row in remote:
-            external_store.clear_claim(conn, row.row_id)
-        store.close(conn, lease.lease_id, at)
-        fleet.event(conn, "SESSION_CLOSE", lease.owner_pid, sid, {"session_id": sid, "repo_dir": lease.repo,
-                                                                  "reservations_released": released,
-                                                                  "external_released": [r.label for r in remote],
-                                                                  "was_closed": lease.is_closed})
+        released = _close(fleet, conn, lease)
         current = store.get(conn, sid)
     assert current is not None
-    return {**lease_view(current, owner_alive=owner_alive(current)), "reservations_released": released,
-            "external_released": [r.label for r in remote]}
+    return {**lease_view(current, owner_alive=owner_alive(current)), **released}
+
+
+def _close(fleet: Fleet, conn: Any, lease: Lease, reason: str | None = None) -> dict[str, list[Any]]:
+    """Inside the caller's write transaction: release what the session holds and close its lease, in one
+    ``SESSION_CLOSE`` event. Returns what was released."""
+    now = fleet.clock.now()
+    sid = lease.session_id
+    reservations = [r.reservation_id for r in store.reservations(conn, sid)]
+    for res_id in reservations:
+        store.delete_reservation(conn, res_id)
+    remote = [row for row in external_store.claimed_by(conn, sid) if external.claim_live(row, now)]
+    for row in remote:
+        external_store.clear_claim(conn, row.row_id)
+    store.close(conn, lease.lease_id, clocks.iso_utc(now))
+    released: dict[str, list[Any]] = {"reservations_released": reservations,
+                                      "external_released": [row.label for row in remote]}
+    detail: dict[str, Any] = {"session_id": sid, "repo_dir": lease.repo, **released, "was_closed": lease.is_closed}
+    if reason is not None:
+        detail["reason"] = reason
+    fleet.event(conn, "SESSION_CLOSE", lease.owner_pid, sid, detail)
+    return released
+
+
+def close_superseded(fleet: Fleet, session_id: str | None, *, owner_pid: int | None) -> list[str]:
+    """The agent process ``owner_pid`` now runs ``session_id``: close its other open leases (one agent process runs
+    one session at a time; Codex has no SessionEnd, and a `/clear` or a failed SessionEnd hook would otherwise
+    leave the old session holding the agent's own repo). Returns the sessions closed."""
+    sid = _session(session_id)
+    if owner_pid is None:
+        return []
+    facts = process_facts(owner_pid)
+    if facts is None:
+        return []
+    closed: list[str] = []
+    with fleet.writing() as conn:
+        for lease in store.list_all(conn):
+            if (lease.session_id != sid and not lease.is_closed and lease.owner_pid == owner_pid
+                    and same_start(lease.owner_start_time, facts.start_time)):
+                _close(fleet, conn, lease, reason=f"superseded by session {sid} of the same agent process")
+                closed.append(lease.session_id)
+    return closed
 
 
 def list_leases(fleet: Fleet) -> list[dict[str, Any]]:
