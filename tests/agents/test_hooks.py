@@ -194,7 +194,7 @@ def test_internal_errors_fail_closed_unless_warn_only(fleet, fleet_home: Path) -
     (fleet_home / "config.json").write_text(json.dumps({**config, "hooks": {"on_error": 1}}))
     reason = denial("gemini", hook(fleet, "gemini", shell_payload("gemini", f"uvicorn a:b --port {port}")).stdout)
     assert reason is not None
-    assert "'hooks.on_error'" in reason
+    assert reason.count("'hooks.on_error'") == 1  # said once, though both the check and the policy meet it
 
 
 @pytest.mark.parametrize("agent", AGENTS)

@@ -111,3 +111,13 @@ def test_claim_tool_reserves_like_the_cli(fleet, fleet_home: Path) -> None:
     port = doc["ports"][0]
     assert fleet("guard", "--port", str(port), "--session-id", "other").returncode == 1
     assert refused.is_error  # ttl_s below its minimum: refused by the typed input
+
+
+def test_inputs_are_strict_and_repositories_absolute(fleet_home: Path) -> None:
+    """JSON's ``true`` is not port 1, and a relative repository would be resolved against this server's own
+    working directory, not the agent's: both are refused by the typed inputs."""
+    _, (as_bool, relative, fine) = _session(fleet_home, [("guard", {"port": True}), ("guard", {"repo": "src"}),
+                                                         ("guard", {"port": free_port()})])
+    assert as_bool.is_error
+    assert relative.is_error
+    assert _doc(fine)["allowed"] is True

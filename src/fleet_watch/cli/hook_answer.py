@@ -69,7 +69,8 @@ def _failed(agent: Agent, pre_tool: bool | None, message: str) -> Answer:
     from fleet_watch.core import hookio
 
     policy, note = _policy_and_note()
-    message += note
+    if note[2:] not in message:  # a broken config is often the very error being reported
+        message += note
     if policy == "warn":
         return hookio.warn(f"Fleet Watch could not check this call ({message}); let through because "
                            "hooks.on_error is \"warn\"")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from fleet_watch.errors import FleetError, NotFound, UsageError
 
@@ -31,24 +31,25 @@ INSTRUCTIONS = (
     "allowed is false, do not proceed: the reason names the holder and suggested_ports lists free ports."
 )
 
-# The tools' typed inputs (validated by the SDK before a tool runs).
-Port = Annotated[int | None, Field(description="TCP port", ge=1, le=65535)]
-Repo = Annotated[str | None, Field(description="Repository directory (absolute path)")]
-GpuMb = Annotated[int | None, Field(description="GPU memory in MB", ge=0)]
-Device = Annotated[int | None, Field(description="NVIDIA device index (multi-GPU machines)", ge=0)]
+# The tools' typed inputs (validated by the SDK before a tool runs). Numbers are strict: JSON's `true` is not port 1.
+# A repository must be absolute: this server's working directory is not the agent's.
+Port = Annotated[StrictInt | None, Field(description="TCP port", ge=1, le=65535)]
+Repo = Annotated[str | None, Field(description="Repository directory (absolute path)", pattern="^/")]
+GpuMb = Annotated[StrictInt | None, Field(description="GPU memory in MB", ge=0)]
+Device = Annotated[StrictInt | None, Field(description="NVIDIA device index (multi-GPU machines)", ge=0)]
 Session = Annotated[str | None, Field(description="Your session id (default: the server's environment)")]
 Framework = Annotated[str | None, Field(description="llama_cpp, ollama, vllm, sglang, mlx, candle, transformers")]
 Model = Annotated[str | None, Field(description="GGUF path, Hugging Face folder or repo id, model name or size")]
-Ctx = Annotated[int | None, Field(description="Context tokens", ge=1)]
+Ctx = Annotated[StrictInt | None, Field(description="Context tokens", ge=1)]
 KvDtype = Annotated[str | None, Field(description="KV cache type: f16, q8_0, q4_0, fp8, mlx8, mlx4")]
-RamMb = Annotated[int | None, Field(description="Plan for a machine with this much memory (MB)", ge=1)]
-Pid = Annotated[int | None, Field(description="Release every claim of this process", ge=1)]
-ClaimPort = Annotated[int | Literal["auto"] | None, Field(description='TCP port to reserve, or "auto"')]
-Ttl = Annotated[int, Field(description="Seconds the reservation lives unless taken over", ge=1, le=7 * 24 * 3600)]
-ReleasePort = Annotated[int | None, Field(description="Release just this port claim", ge=1, le=65535)]
+RamMb = Annotated[StrictInt | None, Field(description="Plan for a machine with this much memory (MB)", ge=1)]
+Pid = Annotated[StrictInt | None, Field(description="Release every claim of this process", ge=1)]
+ClaimPort = Annotated[StrictInt | Literal["auto"] | None, Field(description='TCP port to reserve, or "auto"')]
+Ttl = Annotated[StrictInt, Field(description="Seconds the reservation lives unless taken over", ge=1, le=7 * 24 * 3600)]
+ReleasePort = Annotated[StrictInt | None, Field(description="Release just this port claim", ge=1, le=65535)]
 ModelName = Annotated[str, Field(description="GGUF path, Hugging Face folder or repo id, name or size", min_length=1)]
 Quant = Annotated[str | None, Field(description="Quantization (Q4_K_M, AWQ, FP8 ...)")]
-Parallel = Annotated[int, Field(description="Parallel sequences", ge=1, le=1024)]
+Parallel = Annotated[StrictInt, Field(description="Parallel sequences", ge=1, le=1024)]
 FlashAttn = Annotated[Literal["on", "off", "auto"] | None,
                      Field(description="llama.cpp flash attention (default: the engine's own)")]
 SampleSeconds = Annotated[float, Field(description="CPU and page-out sampling window (s)", ge=0, le=60)]
