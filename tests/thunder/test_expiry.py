@@ -52,6 +52,8 @@ def test_a_claim_lives_ttl_seconds_past_its_last_heartbeat(opened: Fleet, tmp_pa
     assert (view["claim"], view["session_id"], view["repo_dir"]) == ("expired", None, None)
     with pytest.raises(NotFound, match="expired"):
         thunder.heartbeat(opened, "0")
+    with pytest.raises(NotFound, match="expired"):  # nothing to release either (servers.md: exit 3)
+        thunder.release(opened, "0")
     # Expired: another session may take it.
     assert thunder.claim(opened, "0", session_id="b")["session_id"] == "b"
 

@@ -208,6 +208,8 @@ def release(fleet: Fleet, ident: str, *, session_id: str | None = None) -> dict[
             raise NotFound(f"Thunder instance {ident} is not known here")
         if row.session_id is None and not row.gone:
             raise NotFound(f"{row.label} is not claimed: nothing to release")
+        if not row.gone and not core.claim_live(row, now):  # as heartbeat says: an expired claim holds nothing
+            raise NotFound(f"the claim on {row.label} expired at {row.claim_expires_at}: nothing to release")
         if session is not None and core.claim_live(row, now) and session != row.session_id:
             refused = _conflict(fleet, conn, row, "instance", f"{row.label} is claimed by session {row.session_id}, "
                                 f"not {session}", {"kind": "external", "session_id": row.session_id}, session)
