@@ -81,3 +81,40 @@ def test_reservations_are_firm_and_an_overcommit_is_said_out_loud(fleet: Any, fl
     assert "8000MB" in denied["checks"]["gpu"]["reason"]
     assert fleet("discover").returncode == 0  # the next cycle does not log the same overcommit again
     assert len(events(fleet_home, "GPU_OVERCOMMIT")) == 1
+
+
+_EXEC_AS = """
+import os, sys, time
+argv = [a.encode("utf-8", "surrogateescape") for a in sys.argv[1:]]
+os.execv(sys.executable, [argv[0], b"-c", b"import time; time.sleep(120)", *argv[1:]])
+"""
+
+
+def test_a_command_line_that_is_not_utf8_costs_nothing(fleet: Any, children: Children) -> None:
+    """A model server whose argv holds bytes that are not UTF-8: it is registered, its command line escaped; it
+    used to abort the whole cycle (SQLite refuses lone surrogates) and every watch tick after it."""
+    proc = subprocess.Popen([sys.executable, "-c", _EXEC_AS, "llama-server", "--alias", "x\udcff", "--port", "0"])
+    children.procs.append(proc)  # type: ignore[arg-type]
+    r = fleet("discover", "--json")
+    assert r.returncode == 0, r.stderr
+    added = {a["pid"]: a for a in r.json()["added"]}
+    assert proc.pid in added
+    shown = next(p for p in fleet("status", "--json").json()["processes"] if p["pid"] == proc.pid)
+    assert "\\xff" in shown["start_cmd"]
+
+
+def test_a_model_file_with_absurd_sizes_costs_one_estimate_not_the_cycle(fleet: Any, servers: Servers,
+                                                                        tmp_path: Path) -> None:
+    from tests.estimator.conftest import llama_meta, llama_tensors, write_gguf
+
+    huge = tmp_path / "huge-Q4_0.gguf"
+    write_gguf(huge, "llama", llama_meta("llama", 2, 256, 4, 2, 512),
+               [*llama_tensors(2, 256, 4, 2, 512, 1024, matrix="F16"), ("extra.weight", (2**40, 2**40, 2**40), "F32")],
+               sparse_size=1 << 20)
+    refused = fleet("estimate", "--model", str(huge), "--json")
+    assert refused.returncode == 2, refused.stdout
+    assert "more than any model has" in refused.json()["reason"]
+    odd = servers.program("llama-server", "-m", str(huge), "--port", "0")
+    r = fleet("discover", "--json")
+    assert r.returncode == 0, r.stderr
+    assert {a["pid"]: a for a in r.json()["added"]}[odd.pid]["gpu_source"] == "pattern_default"

@@ -278,3 +278,38 @@ def test_hostile_gguf_counts_are_refused_before_reading_them(tmp_path: Path, nam
 def test_trillions_as_a_bare_size(size: str, params_b: float) -> None:
     arch = estimate(settings(), framework="llama_cpp", model=size)["architecture"]
     assert abs(arch["params"] / 1e9 - params_b) / params_b < 0.01
+
+
+def test_a_header_of_many_small_kept_arrays_is_refused_not_walked(tmp_path: Path) -> None:
+    """Arrays of up to 4,096 numbers are kept (per-layer figures); 1,100 of them hold 4.5 M values, more than any
+    real header, which the reader used to walk one value at a time (tens of seconds for a 66 MB file)."""
+    body = b""
+    for i in range(1100):
+        key = f"junk.{i}".encode()
+        body += struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 0, 4096) + b"\0" * 4096  # u8 arrays
+    path = tmp_path / "slow.gguf"
+    _gguf_with_counts(path, 0, 1100, body)
+    with pytest.raises(UsageError, match="strings and array values"):
+        read_gguf(path)
+
+
+def test_a_partly_downloaded_or_empty_hf_folder_is_refused(fleet: Any, tmp_path: Path) -> None:
+    """A 72B config.json with only the first of 31 shards, or a shard that holds no tensor, used to estimate the
+    weights as what was there (0 MB): an allow for a model that cannot load."""
+    partial = _folder(tmp_path, "partial", QWEN_CONFIG)
+    write_safetensors(partial / "model-00001-of-00031.safetensors", {"w": ("BF16", [4, 4])})
+    empty = _folder(tmp_path, "empty", QWEN_CONFIG)
+    blob = b"{}      "
+    (empty / "model.safetensors").write_bytes(len(blob).to_bytes(8, "little") + blob)
+    for folder, said in ((partial, "30 of its 31 safetensors shards are missing"), (empty, "hold no tensors")):
+        out = fleet("guard", "--model", str(folder), "--framework", "transformers", "--json")
+        assert out.returncode == 2, out.stdout
+        assert said in out.json()["reason"]
+
+
+def test_mla_widths_are_bounded_like_every_other_shape_field(fleet: Any, tmp_path: Path) -> None:
+    config = {**QWEN_CONFIG, "model_type": "deepseek_v3", "kv_lora_rank": 512, "q_lora_rank": 1536,
+              "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 10**12}
+    out = fleet("estimate", "--model", str(_folder(tmp_path, "mla", config)), "--json")
+    assert out.returncode == 2, out.stdout
+    assert "v_head_dim=" in out.json()["reason"]

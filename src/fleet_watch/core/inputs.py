@@ -24,6 +24,7 @@ def quote(value: object, limit: int = 60) -> str:
 
 
 _CONTROL = ("Cc", "Cf", "Zl", "Zp")  # what could forge a line or hide text in a table, a log or a terminal
+_SURROGATE = "Cs"  # bytes that were not UTF-8 (Python's surrogateescape): SQLite and JSON readers refuse them
 
 
 def text(label: str, value: str, *, max_len: int = MAX_TEXT, allow_empty: bool = False) -> str:
@@ -33,15 +34,32 @@ def text(label: str, value: str, *, max_len: int = MAX_TEXT, allow_empty: bool =
     if len(value) > max_len:
         raise UsageError(f"{label} is {len(value)} characters long; at most {max_len}")
     for ch in value:
-        if unicodedata.category(ch) in _CONTROL:
+        category = unicodedata.category(ch)
+        if category in _CONTROL:
             raise UsageError(f"{label} must not contain control characters ({quote(value)})")
+        if category == _SURROGATE:
+            raise UsageError(f"{label} is not valid UTF-8 ({quote(value)})")
     return value
+
+
+def from_outside(value: str) -> str:
+    """Text another process gave us (a command line, a file name) made storable: bytes that were not UTF-8, which
+    Python carries as lone surrogates, are written as ``\\xff`` escapes. Never raises."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def one_line(value: str) -> str:
     """``value`` with every character that ``text`` refuses written as an escape (``\\n``, ``\\x1b``,
     ``\\u200b``): for recording something legitimate that holds them, such as a command that ``fleet run`` starts."""
-    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _CONTROL else ch
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) in _CONTROL or unicodedata.category(ch) == _SURROGATE else ch
                    for ch in value)
 
 

@@ -65,12 +65,12 @@ class GgufHeader(NamedTuple):
 class _Cursor:
     def __init__(self, buf: mmap.mmap, order: str) -> None:
         self.buf, self.order, self.pos = buf, order, 0
-        self.strings_left = 2 * _MAX_STRINGS  # over the whole header, not per array
+        self.strings_left = 2 * _MAX_STRINGS  # strings and kept numbers, over the whole header, not per array
 
     def spend(self, count: int) -> None:
         self.strings_left -= count
         if self.strings_left < 0:
-            raise GgufError(f"the header holds more than {2 * _MAX_STRINGS} strings")
+            raise GgufError(f"the header holds more than {2 * _MAX_STRINGS} strings and array values")
 
     def take(self, fmt: str) -> Any:
         st = struct.Struct(self.order + fmt)
@@ -123,7 +123,13 @@ class _Cursor:
                     raise GgufError("an array runs past the end of the file")
                 self.pos += size * count
                 return None
-            return [self.take(_SCALARS[etype]) for _ in range(count)]
+            self.spend(count)  # kept values count against the header's budget, as strings do
+            st = struct.Struct(f"{self.order}{count}{_SCALARS[etype]}")
+            if self.pos + st.size > len(self.buf):
+                raise GgufError("an array runs past the end of the file")
+            values = list(st.unpack_from(self.buf, self.pos))  # one call, not one per element
+            self.pos += st.size
+            return values
         if vtype not in _SCALARS:
             raise GgufError(f"unknown metadata value type {vtype}")
         return self.take(_SCALARS[vtype])

@@ -35,6 +35,16 @@ from fleet_watch.core.estimator.quant import Quant, parse_quant
 from fleet_watch.errors import UsageError
 
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+# More weights than any model has (the largest open models are a few TB at 16 bits): a header that claims more is
+# damaged or hostile, and its figure would overflow the registry's integers.
+MAX_WEIGHTS_BYTES = 1 << 50
+_SAFETENSORS_SHARD_RE = re.compile(r"^(?P<stem>.*)-(?P<idx>\d{5})-of-(?P<n>\d{5})\.safetensors$")
+
+
+def _plausible_weights(path: Path, total: int) -> int:
+    if total > MAX_WEIGHTS_BYTES:
+        raise UsageError(f"{_p(path)}: claims {total} bytes of weights, more than any model has (damaged header?)")
+    return total
 _SHARD_RE = re.compile(r"^(?P<stem>.*)-(?P<idx>\d{5})-of-(?P<n>\d{5})\.gguf$")
 
 
@@ -99,6 +109,7 @@ def read_gguf(path: Path) -> ModelFile:
     if ftype is None:
         named = parse_quant(path.name)
         ftype = named.label if named and named.is_gguf else max(by_type, key=lambda k: by_type[k], default="F16")
+    total = _plausible_weights(path, total)
     quant = Quant(ftype, "gguf", 8.0 * total / max(1, arch.n_params()))
     return ModelFile(arch, total, quant, "gguf_header", str(path), dict(by_type), repack)
 
@@ -170,6 +181,15 @@ def safetensors_bytes(folder: Path) -> int | None:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         return None
+    for f in files:  # a download cut short: `model-00001-of-00031.safetensors` alone is not the model
+        m = _SAFETENSORS_SHARD_RE.match(f.name)
+        if m:
+            n = int(m.group("n"))
+            missing = [i for i in range(1, n + 1)
+                       if not (folder / f"{m.group('stem')}-{i:05d}-of-{n:05d}.safetensors").is_file()]
+            if missing:
+                raise UsageError(f"{_p(folder)}: {len(missing)} of its {n} safetensors shards are missing "
+                                 f"(first: {missing[0]:05d}); is the download complete?")
     total = 0
     for f in files:
         for key, info in read_safetensors_header(f).items():
@@ -182,7 +202,9 @@ def safetensors_bytes(folder: Path) -> int | None:
                 raise UsageError(f"{_p(f)}: tensor {shown(key, 80)} has no valid data_offsets "
                                  "(two ascending integers)")
             total += offsets[1] - offsets[0]
-    return total
+    if total == 0:
+        raise UsageError(f"{_p(folder)}: its safetensors files hold no tensors (an empty or unfinished download?)")
+    return _plausible_weights(folder, total)
 
 
 def read_hf_folder(folder: Path, *, model_source: str = "hf_folder") -> ModelFile:

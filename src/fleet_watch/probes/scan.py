@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from fleet_watch.core import liveness
+from fleet_watch.core.inputs import from_outside
 from fleet_watch.probes import _linux
 
 MIB = 1024 * 1024
@@ -66,8 +67,8 @@ def _info(values: dict[str, Any]) -> ProcInfo:
     return ProcInfo(
         pid=int(values["pid"]),
         ppid=values.get("ppid"),
-        name=str(name),
-        argv=tuple(str(a) for a in argv) if argv else (),
+        name=from_outside(str(name)),
+        argv=tuple(from_outside(str(a)) for a in argv) if argv else (),  # not UTF-8 must not cost the cycle
         start_time=values.get("create_time"),
         uid=None if uids is None else int(uids.real),
         rss_mb=None if mem is None else int(mem.rss // MIB),
@@ -163,7 +164,7 @@ class ProcessScanner:
                     cwd = None
         except psutil.Error:
             return None
-        return ProcDetails(tty=tty, cwd=cwd)
+        return ProcDetails(tty=tty, cwd=None if cwd is None else from_outside(cwd))
 
     @staticmethod
     def cpu_seconds(pids: Iterable[int]) -> dict[int, tuple[float, float]]:

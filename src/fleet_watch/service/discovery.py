@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fleet_watch import clock as clocks
@@ -21,6 +22,7 @@ from fleet_watch.probes.scan import Listener, ProcessScanner, ProcInfo, is_apple
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.store import discovery as store
 from fleet_watch.store import registry
+from fleet_watch.store.connection import savepoint
 
 SOURCE = "discover"
 
@@ -223,10 +225,22 @@ class Discovery:
             store.touch_heartbeats(conn, [rid for rid in plan.heartbeats if rid in live], now_iso)
             result.heartbeats = sum(1 for rid in plan.heartbeats if rid in live)
             for up in plan.updates:
-                self._update(conn, up, live, now_iso, result)
+                self._one(conn, up.observed, result, partial(self._update, conn, up, live, now_iso, result))
             for obs in plan.adds:
-                self._add(conn, obs, live, now_iso, result)
+                self._one(conn, obs, result, partial(self._add, conn, obs, live, now_iso, result))
         return result
+
+    @staticmethod
+    def _one(conn: sqlite3.Connection, obs: core.Observed, result: CycleResult, apply: Callable[[], None]) -> None:
+        """One workload's change, undone alone if something about it cannot be stored (an absurd figure, text that
+        is not UTF-8): it costs that item a reason in ``skipped``, never the cycle."""
+        try:
+            with savepoint(conn):
+                apply()
+        except (sqlite3.Error, ValueError, OverflowError) as err:  # UnicodeError is a ValueError
+            w = obs.workload
+            result.skipped.append({"pid": w.pid, "name": w.name, "port": None,
+                                   "reason": f"not stored: {type(err).__name__}: {err}"[:300]})
 
     def _event(self, conn: sqlite3.Connection, event_type: str, pid: int, workstream: str,
                detail: dict[str, Any]) -> None:

@@ -127,6 +127,20 @@ def translate(err: sqlite3.Error, path: Path | None = None, waited_ms: int = BUS
 
 
 @contextmanager
+def savepoint(conn: sqlite3.Connection, name: str = "item") -> Iterator[None]:
+    """Inside a write transaction: the block's changes are kept whole or undone whole, and the transaction goes on
+    either way (the exception still propagates, for the caller to record)."""
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+        raise
+    conn.execute(f"RELEASE {name}")
+
+
+@contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction that holds the write lock from its first statement to COMMIT.
 

@@ -71,6 +71,8 @@ class Architecture(NamedTuple):
             ("moe_active", self.moe_active, 0, max(0, self.moe_experts)), ("moe_ff", self.moe_ff, 0, 1 << 21),
             ("moe_shared", self.moe_shared, 0, 64), ("dense_layers", self.dense_layers, 0, self.layers),
             ("kv_lora", self.kv_lora, 0, 1 << 14), ("sliding_window", self.sliding_window or 0, 0, MAX_CONTEXT),
+            ("q_lora", self.q_lora, 0, 1 << 16), ("rope_dim", self.rope_dim, 0, 1 << 14),
+            ("nope_dim", self.nope_dim, 0, 1 << 14), ("v_head_dim", self.v_head_dim, 0, 1 << 14),
         ) if not lo <= value <= hi]
         if self.is_moe and self.moe_active == 0:
             out.append(f"moe_active=0 with {self.moe_experts} experts")
