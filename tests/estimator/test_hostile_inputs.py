@@ -313,3 +313,23 @@ def test_mla_widths_are_bounded_like_every_other_shape_field(fleet: Any, tmp_pat
     out = fleet("estimate", "--model", str(_folder(tmp_path, "mla", config)), "--json")
     assert out.returncode == 2, out.stdout
     assert "v_head_dim=" in out.json()["reason"]
+
+
+def test_a_model_files_own_name_cannot_drive_the_terminal(fleet: Any, tmp_path: Path) -> None:
+    path = tmp_path / "named-F16.gguf"
+    name = "evil\x1b[2J\x1b]0;title\x07\r\nFITS" + "x" * 5000
+    meta = {**llama_meta("llama", 2, 256, 4, 2, 512), "general.name": name}
+    write_gguf(path, "llama", meta, llama_tensors(2, 256, 4, 2, 512, 1024, matrix="F16"))
+    out = fleet("estimate", "--model", str(path))
+    assert out.returncode in (0, 1), out.stderr
+    assert "\x1b" not in out.stdout
+    assert "\x07" not in out.stdout
+    model_line = next(line for line in out.stdout.splitlines() if line.startswith("Model: "))
+    assert len(model_line) < 300
+
+
+def test_guard_and_estimate_take_the_same_context_range(fleet: Any) -> None:
+    for command in ("guard", "estimate"):
+        assert fleet(command, "--model", "qwen2.5-7B", "--ctx", "2000000", "--json").returncode in (0, 1), command
+        refused = fleet(command, "--model", "qwen2.5-7B", "--ctx", "20000000", "--json")
+        assert refused.returncode == 2, (command, refused.stdout)

@@ -7,13 +7,15 @@ from typing import Any
 import click
 
 from fleet_watch.cli.context import open_fleet
+from fleet_watch.cli.options import CONTEXT
 from fleet_watch.errors import NotFound, UsageError
+from fleet_watch.reports.fields import oneline
 
 
 @click.command()
 @click.option("--model", required=True, help="GGUF path, Hugging Face folder or repo id, model name, or a size (7B).")
 @click.option("--quant", help="Quantization (Q4_K_M, IQ4_XS, Q8_0, 4bit, AWQ, GPTQ, FP8, BF16 ...).")
-@click.option("--ctx", type=int, help="Context tokens (default: the framework's or the model's own).")
+@click.option("--ctx", type=CONTEXT, help="Context tokens (default: the framework's or the model's own).")
 @click.option("--kv-dtype", help="KV cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM), mlx8/mlx4 (MLX).")
 @click.option("--framework",
               help="llama_cpp, ollama, vllm, sglang, mlx, candle, transformers (default: from the format).")
@@ -54,7 +56,7 @@ def estimate(model: str, quant: str | None, ctx: int | None, kv_dtype: str | Non
         emit_json(result)
     else:
         for line in human_lines(result):
-            click.echo(line)
+            click.echo(oneline(line))  # a model file's own name is outside text: no terminal escapes
     if unknown:
         return int(NotFound.exit_code)
     return 0 if result["fits"] else 1
@@ -71,7 +73,7 @@ def human_lines(result: dict[str, Any]) -> list[str]:
                                                    if ws["flash_attn_setting"] == "auto" else "")
     lines = [
         "FITS" if result["fits"] else "DOES NOT FIT",
-        f"Model: {arch.get('name')} ({ws['model_size']}, {ws['quantization']}) from {ws['model_source']}"
+        f"Model: {str(arch.get('name'))[:120]} ({ws['model_size']}, {ws['quantization']}) from {ws['model_source']}"
         + ("" if ws["grounded"] else " [generic shape: grounded=false]"),
         f"Framework: {ws['framework']}{' (inferred)' if ws['framework_inferred'] else ''}, "
         f"context {ws['context_tokens']} tokens, KV {ws['kv_dtype']}, parallel {ws['parallel']}, device {ws['device']}"

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from fleet_watch.cli.context import current_session, open_fleet
-from fleet_watch.cli.options import COUNT, DEVICE, MB, PORT
+from fleet_watch.cli.options import CONTEXT, DEVICE, MB, PORT
 from fleet_watch.cli.output import emit_json
 from fleet_watch.errors import UsageError
 from fleet_watch.service.preflight import GuardRequest, GuardResult, evaluate
@@ -25,7 +25,7 @@ def _evaluate(request: GuardRequest) -> GuardResult:
 @click.option("--gpu-device", type=DEVICE, help="NVIDIA device index of the claim (multi-GPU machines).")
 @click.option("--framework", help="Inference framework hint (candle, vllm, mlx, ollama, llama_cpp, ...).")
 @click.option("--model", help="Model: GGUF path, Hugging Face folder or repo id, name (qwen2.5-7B-Q4_K_M) or size.")
-@click.option("--ctx", type=COUNT, help="Context tokens for the working set (default: the framework's or model's).")
+@click.option("--ctx", type=CONTEXT, help="Context tokens for the working set (default: the framework's or model's).")
 @click.option("--kv-dtype", help="KV cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM), mlx8/mlx4 (MLX).")
 @click.option("--ram-mb", type=MB, help="Check against a machine with this much memory (MB) instead of this one.")
 @click.option("--flash-attn", type=click.Choice(["on", "off", "auto"]), help="llama.cpp flash attention.")

@@ -10,6 +10,7 @@ from fleet_watch.cli.context import open_fleet
 from fleet_watch.cli.options import FiniteFloat
 from fleet_watch.cli.output import emit_json
 from fleet_watch.errors import ExitCode
+from fleet_watch.reports.fields import oneline
 
 
 def _memory_lines(m: dict[str, Any]) -> list[str]:
@@ -24,6 +25,11 @@ def _memory_lines(m: dict[str, Any]) -> list[str]:
 
 
 def render(doc: dict[str, Any]) -> list[str]:
+    """The text lines; every one passes through ``oneline``: command lines and folders are other processes' text."""
+    return [oneline(line) for line in _lines(doc)]
+
+
+def _lines(doc: dict[str, Any]) -> list[str]:
     lines = _memory_lines(doc["memory"])
     sessions = doc["sessions"]
     if sessions:

@@ -23,6 +23,7 @@ MB = click.IntRange(0, 2**40)  # a petabyte of GPU memory is still a number we c
 PRIORITY = click.IntRange(1, 5)
 DEVICE = click.IntRange(0, 4095)
 COUNT = click.IntRange(1, 1_000_000)
+CONTEXT = click.IntRange(1, 10_000_000)  # core.estimator.arch.MAX_CONTEXT: one range for guard and estimate
 
 
 class FiniteFloat(_FloatType):

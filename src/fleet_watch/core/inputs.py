@@ -55,12 +55,17 @@ def from_outside(value: str) -> str:
             return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def is_control(ch: str) -> bool:
+    """A character that ``text`` refuses: control (C0, C1, DEL), format (bidi overrides, zero-width), line or
+    paragraph separators, and the lone surrogates that stand for bytes that were not UTF-8."""
+    category = unicodedata.category(ch)
+    return category in _CONTROL or category == _SURROGATE
+
+
 def one_line(value: str) -> str:
     """``value`` with every character that ``text`` refuses written as an escape (``\\n``, ``\\x1b``,
     ``\\u200b``): for recording something legitimate that holds them, such as a command that ``fleet run`` starts."""
-    return "".join(ch.encode("unicode_escape").decode("ascii")
-                   if unicodedata.category(ch) in _CONTROL or unicodedata.category(ch) == _SURROGATE else ch
-                   for ch in value)
+    return "".join(ch.encode("unicode_escape").decode("ascii") if is_control(ch) else ch for ch in value)
 
 
 def port(value: int | None, label: str = "port") -> int | None:

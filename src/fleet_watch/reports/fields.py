@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fleet_watch.clock import parse_iso
+from fleet_watch.core.inputs import is_control
 
 MIB = 1 << 20
 
@@ -32,8 +33,9 @@ def text(value: object, default: str = "") -> str:
 
 
 def oneline(value: object, default: str = "") -> str:
-    """Outside text for a line of a screen or table: control characters (line breaks, escapes) become spaces."""
-    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text(value, default))
+    """Outside text for a line of a screen or table: what ``core.inputs.is_control`` names (line breaks, terminal
+    escapes, C1 controls, bidi overrides, bytes that were not UTF-8) becomes a space."""
+    return "".join(" " if not c.isprintable() and is_control(c) else c for c in text(value, default))
 
 
 def rows(doc: Mapping[str, Any] | None, key: str) -> list[Mapping[str, Any]]:
