@@ -147,3 +147,28 @@ def test_preempt_end_to_end_through_the_cli(fleet: Any, procs: Procs, registry: 
     assert "session s-new" in other["checks"]["port"]["reason"]
     assert fleet("guard", "--port", str(port), "--session-id", "s-new").returncode == 0
     assert registry.rows() == []
+
+
+def test_a_port_another_process_listens_on_is_never_preempted_from_its_claimant(fleet: Any, procs: Procs,
+                                                                              fleet_home: Path) -> None:
+    """The claimant does not listen; an unregistered process does. Stopping the claimant would not free the port,
+    so nothing is signalled (README: a port held by a listener Fleet Watch did not register is denied)."""
+    from tests.helpers.ports import free_port
+
+    port = free_port()
+    claimant = procs.popen(["sleep", "120"])
+    register(fleet, claimant.pid, port, 1)  # claimed while free; then someone else binds it
+    listener = procs.popen([sys.executable, "-c", "import socket, sys, time\ns = socket.socket()\n"
+                            f"s.bind(('127.0.0.1', {port})); s.listen(1); print('up', flush=True)\n"
+                            "time.sleep(120)"], stdout=subprocess.PIPE)
+    assert listener.stdout is not None
+    assert listener.stdout.readline().strip() == "up"
+    claimant_start, listener_start = start_of(claimant.pid), start_of(listener.pid)
+    with Fleet.open(fleet_home) as opened:
+        result = preempt(opened, port=port, priority=5, reason="mine", grace_s=1, session_id="s-new",
+                         who=rights(False), hand_over=HandOver(), port_wait_s=0.3)
+    assert (result.outcome, result.ok) == ("denied", False)
+    assert f"in use by PID {listener.pid}" in result.message
+    assert result.listener is not None
+    assert running(claimant.pid, claimant_start)
+    assert running(listener.pid, listener_start)

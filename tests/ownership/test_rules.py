@@ -86,6 +86,10 @@ def test_a_live_launcher_keeps_it_attached() -> None:
     same = core.parent_chain(facts(node(500, 400, sid=350, pgid=400), node(400, 100, sid=350, pgid=400),
                                    session_leader_alive=False))
     assert same.detached is False
+    # A job-control pipeline `(exit 0) | server &`: its group's leader (the first element) is gone and the shell is
+    # in another group, yet the shell that launched it still runs: attached, never reaped.
+    piped = core.parent_chain(facts(node(500, 400, sid=400, pgid=450), shell, group_leader_alive=False))
+    assert piped.detached is False
 
 
 def test_the_sessions_owner_among_the_ancestors_keeps_it_attached() -> None:
@@ -242,8 +246,25 @@ def test_agent_members_are_the_users_agents_and_lease_owners_and_everything_belo
     assert sorted(members) == [200, 201, 202, 400, 401]
     assert members[202] == "in your claude-code session (agent PID 200)"
     assert members[401] == "in your session 's-1' (lease owner PID 400)"
+    # A lease owned by PID 1 (or any PID the signal path refuses) is no proof: everything descends from PID 1.
+    assert safety.agent_members(procs, [], euid=1000, lease_owners={1: "s-init", 50: "s-low"}) == {}
 
 
 def test_launchctl_list_names_running_jobs_only() -> None:
     assert parse_launchctl_list((DATA / "launchctl-list.txt").read_text()) == {
         512: "com.ollama.ollama", 77: "homebrew.mxcl.llama"}
+
+
+def test_an_agent_cli_is_recognised_by_its_program_not_its_arguments() -> None:
+    from fleet_watch.config import DEFAULT_SESSION_PATTERNS, SessionPatternSetting
+    from fleet_watch.core import discovery as dcore
+
+    patterns = dcore.compile_session_patterns([SessionPatternSetting(**p) for p in DEFAULT_SESSION_PATTERNS])
+    agents = [proc(200, 1, 1000, ("node", "/usr/local/bin/claude", "--resume")), proc(210, 1, 1000, ("codex",)),
+              proc(220, 1, 1000, ("/usr/bin/python3", "-u", "-m", "aider", "--model", "x")),
+              proc(230, 1, 1000, ("node", "--no-warnings", "/opt/bin/gemini"))]
+    bystanders = [proc(300, 1, 1000, ("python3", "busy.py", "--out", "/runs/claude")),
+                  proc(310, 1, 1000, ("bash", "-c", "python3 busy.py --data /mnt/codex & wait")),
+                  proc(320, 1, 1000, ("rsync", "-a", "src/", "/backup/aider"))]
+    found = {s.pid: s.kind for s in dcore.find_sessions([*agents, *bystanders], patterns)}
+    assert found == {200: "claude-code", 210: "codex", 220: "aider", 230: "gemini"}

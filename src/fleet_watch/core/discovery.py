@@ -409,6 +409,29 @@ class SessionMatch(NamedTuple):
     member_pids: tuple[int, ...]
 
 
+_INTERPRETER = re.compile(r"^(node|nodejs|bun|deno|ruby|perl|python(\d+(\.\d+)?)?)$")
+
+
+def program_words(argv: Sequence[str]) -> tuple[str, ...]:
+    """What an agent CLI is recognised by, each matched on its own: the program, and for an interpreter the script
+    or ``-m`` module it runs (``node /usr/lib/node_modules/.bin/claude``, ``python -m aider``), never the arguments
+    after them: a training job writing to ``--out /runs/claude`` is not a Claude Code session."""
+    if not argv:
+        return ()
+    words = [argv[0]]
+    if _INTERPRETER.match(argv[0].rsplit("/", 1)[-1]):
+        rest = list(argv[1:])
+        i = 0
+        while i < len(rest) and rest[i].startswith("-") and rest[i] != "-m":
+            i += 1
+        words += rest[i + 1:i + 2] if i < len(rest) and rest[i] == "-m" else rest[i:i + 1]
+    return tuple(words)
+
+
+def is_session(argv: Sequence[str], pattern: SessionPattern) -> bool:
+    return any(pattern.regex.search(word) for word in program_words(argv))
+
+
 def find_sessions(
     procs: Iterable[ProcLike], patterns: Sequence[SessionPattern], exclude_pids: Collection[int] = (),
 ) -> list[SessionMatch]:
@@ -420,9 +443,8 @@ def find_sessions(
     for p in index.values():
         if p.pid in exclude_pids or not p.readable or p.is_zombie or not p.argv or is_observer(p.argv):
             continue
-        text = p.cmdline
         for sp in patterns:
-            if sp.regex.search(text):
+            if is_session(p.argv, sp):
                 kind_of[p.pid] = sp
                 break
     groups: dict[int, list[int]] = {}

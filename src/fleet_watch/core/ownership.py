@@ -109,6 +109,12 @@ def service_unit(unit: str | None) -> str | None:
     return unit
 
 
+# Programs that exist to adopt orphans (PR_SET_CHILD_SUBREAPER) outside a service manager: container inits run as a
+# subreaper. A leader gone with the parent outside its group proves adoption only under one of these: a job-control
+# shell's pipeline (`a | server &`) looks the same while its launcher, the shell, still runs.
+KNOWN_SUBREAPERS = frozenset({"tini", "dumb-init", "catatonit", "docker-init", "s6-svscan", "runsvdir"})
+
+
 def is_service_manager(node: ProcessNode) -> bool:
     """systemd (the system's or a user's ``systemd --user``) runs in ``init.scope``; both are subreapers."""
     return node.unit == "init.scope"
@@ -146,6 +152,8 @@ def parent_chain(facts: ChainFacts | None, *, lease_owner: int | None = None) ->
         ("session", proc.sid, facts.session_leader_alive, parent.sid),
         ("process group", proc.pgid, facts.group_leader_alive, parent.pgid),
     ):
+        if parent.name not in KNOWN_SUBREAPERS:
+            break
         if leader is not None and leader != proc.pid and alive is False and parent_value != leader:
             return ChainVerdict(True, f"parent chain detached: the leader of its {label} (PID {leader}) is gone and "
                                       f"its parent {who} is outside that {label}: adopted by a subreaper")

@@ -90,6 +90,8 @@ def agent_members(procs: Sequence[ProcLike], sessions: Sequence[SessionMatch], *
             roots[s.pid] = f"in your {s.kind} session (agent PID {s.pid})"
     for pid, session_id in lease_owners.items():
         roots.setdefault(pid, f"in your session {session_id!r} (lease owner PID {pid})")
+    # A root the signal path would refuse (PID 1, a system PID) proves nothing: everything descends from PID 1.
+    roots = {pid: why for pid, why in roots.items() if pid >= MIN_PID}
     parent = {p.pid: p.ppid for p in procs}
     out: dict[int, str] = {}
     for p in procs:

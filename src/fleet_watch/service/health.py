@@ -255,7 +255,8 @@ def _reported_pids(disc: Discovery, snap: Snapshot) -> list[int]:
     idle_res = [re.compile(p, re.I) for p in settings.idle_patterns]
     pids = {m for o in snap.observed for m in o.workload.member_pids}
     for p in snap.procs:
-        if p.readable and p.argv and any(r.search(p.cmdline) for r in (*session_res, *idle_res)):
+        if p.readable and p.argv and (any(r.search(w) for w in dcore.program_words(p.argv) for r in session_res)
+                                      or any(r.search(p.cmdline) for r in idle_res)):
             pids.add(p.pid)
     return sorted(pids)
 

@@ -16,7 +16,7 @@ from typing import Any
 from fleet_watch.core import inputs, liveness, safety
 from fleet_watch.errors import UsageError
 from fleet_watch.probes import ports as port_probe
-from fleet_watch.probes.processes import death_reason
+from fleet_watch.probes.processes import death_reason, is_descendant
 from fleet_watch.service.acting import Rights, stop_owned
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.store import registry
@@ -106,6 +106,14 @@ def preempt(fleet: Fleet, *, port: int, priority: int, reason: str, grace_s: flo
     refused = safety.may_preempt(priority, holder.priority)
     if refused is not None:
         return done("denied", refused, holder=view)
+    if port_probe.port_in_use(port):  # who really listens: stopping the holder must be what frees the port
+        listener = port_probe.find_listener(port)
+        owner = listener.get("pid") if listener else None
+        if owner is None or (owner != holder.pid and not is_descendant(owner, holder.pid)):
+            who_text = f"PID {owner}" if owner is not None else "a process this user cannot see"
+            return done("denied", f"port {port} is claimed by PID {holder.pid} ({holder.name}) but in use by "
+                                  f"{who_text}, which Fleet Watch did not register: stopping PID {holder.pid} would "
+                                  "not free it; nothing was signalled", holder=view, listener=listener)
 
     with fleet.reading() as conn:
         row = registry.record_by_id(conn, holder.record_id)
@@ -113,10 +121,12 @@ def preempt(fleet: Fleet, *, port: int, priority: int, reason: str, grace_s: flo
                                    registered_start=row.start_time if row is not None else None, agent_session=None)
     stopped = stop_owned(holder.pid, holder.start_time, proof, who, grace_s=grace_s)
     outcome, message = "failed", stopped.reason
+    busy_listener: dict[str, Any] | None = None
     reservation: dict[str, Any] | None = None
     if stopped.gone:
         if not _wait_port_free(port, port_wait_s):
             listener = port_probe.find_listener(port)
+            busy_listener = listener
             outcome = "port_busy"
             message = (f"PID {holder.pid} is gone but port {port} is still in use"
                        f"{' by PID ' + str(listener['pid']) if listener and listener.get('pid') else ''}; "
@@ -136,4 +146,5 @@ def preempt(fleet: Fleet, *, port: int, priority: int, reason: str, grace_s: flo
             "session_id": session_id, "signals": list(stopped.signals), "outcome": outcome,
             "detail": stopped.reason, "reservation": reservation,
         })
-    return done(outcome, message, holder=view, stop=stopped.to_dict(), reservation=reservation)
+    return done(outcome, message, holder=view, stop=stopped.to_dict(), reservation=reservation,
+                listener=busy_listener)
