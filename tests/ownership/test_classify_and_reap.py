@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,21 @@ def test_a_heartbeat_that_is_not_a_timestamp_proves_nothing(fleet: Any, procs: P
     row = classes(fleet)[orphan]
     assert row["classification"] == "stale_candidate"
     assert row["evidence"][0] == "process heartbeat is unreadable"
+
+
+def test_a_reaped_process_that_releases_its_own_row_counts_as_reaped(fleet: Any, procs: Procs, registry: Registry,
+                                                                    fleet_home: Path) -> None:
+    """Its SIGTERM trap runs `fleet release --pid $$` before exiting: the row is gone when reap comes to release
+    it. It was stopped, so reap succeeds (it used to say "failed" and exit 1)."""
+    fleet_cmd = f"{sys.executable} -m fleet_watch"
+    orphan = procs.orphan(f"env FLEET_WATCH_HOME={fleet_home} bash -c "
+                          f"'trap \"{fleet_cmd} release --pid \\$\\$; exit 0\" TERM; while :; do sleep 0.2; done'")
+    register(fleet, orphan, "self-releasing")
+    registry.age_heartbeat(orphan, 600)
+    out = fleet("reap", "--confirm", "--json")
+    assert out.returncode == 0, out.stdout
+    doc = out.json()
+    assert doc["failed"] == []
+    (done,) = doc["released"]
+    assert (done["pid"], done["note"]) == (orphan, "its row was already released")
+    assert registry.rows() == []

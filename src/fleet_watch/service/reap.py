@@ -80,11 +80,10 @@ def reap(fleet: Fleet, *, confirm: bool, who: Rights, grace_s: float = GRACE_S) 
             })
         entry = {"pid": rec.pid, "name": rec.name, "workstream": rec.workstream, "gpu_mb": rec.gpu_mb,
                  **{k: v for k, v in stopped.to_dict().items() if k not in ("pid", "start_time")}}
-        if released:
-            result.released.append(entry)
+        if stopped.gone:  # stopped; its row went with it, or was already released (by itself, or another reap)
+            result.released.append(entry if released else {**entry, "note": "its row was already released"})
         else:
-            reason = stopped.reason if not stopped.gone else "process disappeared before registry release"
-            result.failed.append({**entry, "reason": reason})
+            result.failed.append({**entry, "reason": stopped.reason})
     return result
 
 
