@@ -43,8 +43,10 @@ def test_kill_stops_what_fleet_watch_owns_and_leaves_the_rest(fleet: Any, procs:
     assert [e["pid"] for e in events] == [owned.pid]
     detail = events[0]["detail"]
     assert detail["ownership"] == f"registered as PID {owned.pid} with this start time"
-    assert (detail["outcome"], detail["signals"]) == ("exited", ["SIGTERM"])
+    assert (detail["outcome"], detail["signals"], detail["released"]) == ("exited", ["SIGTERM"], True)
     assert detail["cpu_pct"] >= 5
+    # The killed process's row and claims went with it, as reap does; the reused row (another process) stays.
+    assert [row[0] for row in registry.rows()] == [reused.pid]
 
 
 def test_kill_stops_a_busy_child_of_the_users_agent_session(fleet: Any, procs: Procs, agent_patterns: None) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_watch.core import inputs, safety
+from fleet_watch.core import inputs, liveness, safety
 from fleet_watch.core.discovery import redact
 from fleet_watch.errors import UsageError
 from fleet_watch.probes.ancestry import own_ancestors
@@ -19,6 +19,7 @@ from fleet_watch.probes.scan import ProcessScanner
 from fleet_watch.service.acting import GRACE_S, Rights, agent_members, registered_starts, stop_owned
 from fleet_watch.service.fleet import Fleet
 from fleet_watch.service.reap import cpu_window
+from fleet_watch.store import registry
 
 MIN_WINDOW_S = 1.0  # CPU needs a window: with --sustained-seconds 0 (dry run only) it is measured over this
 MAX_SUSTAINED_S = 3600.0
@@ -88,14 +89,20 @@ def runaway(fleet: Fleet, *, threshold_pct: float, sustained_s: float, kill: boo
             continue
         stopped = stop_owned(s.pid, s.start_time, proof, who, grace_s=grace_s)
         event = "RUNAWAY_KILL" if stopped.gone else "RUNAWAY_KILL_FAILED"
+        released = False
         with fleet.writing() as conn:
+            record = registry.record_by_pid(conn, s.pid) if stopped.gone else None
+            if record is not None and liveness.same_start(record.start_time, s.start_time):
+                registry.delete_process(conn, record.record_id)  # its claims go with the process, as reap does
+                released = True
             fleet.event(conn, event, s.pid, None, {
                 "name": s.name, "start_time": s.start_time, "cpu_pct": s.cpu_pct, "window_seconds": round(measured, 3),
                 "cpu_threshold": threshold_pct, "runtime_seconds": round(s.runtime_s, 1), "command": s.command,
                 "ownership": proof, "signals": list(stopped.signals), "outcome": stopped.outcome,
-                "detail": stopped.reason,
+                "detail": stopped.reason, "released": released,
             })
-        entry = {**row, "signals": list(stopped.signals), "outcome": stopped.outcome, "detail": stopped.reason}
+        entry = {**row, "signals": list(stopped.signals), "outcome": stopped.outcome, "detail": stopped.reason,
+                 "released": released}
         (result.killed if stopped.gone else result.failed).append(
             entry if stopped.gone else {**entry, "reason": stopped.reason})
     return result
