@@ -3,6 +3,8 @@ reaped; the same agent under a live launcher is left alone, with or without a te
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from tests.ownership.conftest import Procs, running, start_of
@@ -40,3 +42,30 @@ def test_a_busy_session_whose_launcher_lives_is_left_alone(fleet: Any, procs: Pr
     assert agent not in {c["pid"] for c in out.json()["candidates"]}
     assert running(agent, start)
     assert fleet("reap-sessions").stdout == "No detached hot sessions.\n"
+
+
+def test_root_with_allow_other_users_reaps_the_sessions_it_listed(fleet: Any, procs: Procs, agent_patterns: None,
+                                                                 busy_agent: str, tmp_path: Path) -> None:
+    """Another user's detached hot agent session: listed by the dry run with --allow-other-users, and then really
+    stopped by --confirm (the proof used to be built for root's own sessions, so every stop was refused)."""
+    import os
+    import shutil
+
+    shared = Path(tempfile.mkdtemp(prefix="fleet-agent-"))  # somewhere `nobody` may run it from
+    try:
+        shared.chmod(0o755)
+        agent_path = shared / Path(busy_agent).name
+        shutil.copy(busy_agent, agent_path)
+        agent_path.chmod(0o755)
+        agent = procs.orphan(str(agent_path), user="65534")
+        start = start_of(agent)
+        assert os.geteuid() == 0
+        dry = fleet("reap-sessions", "--allow-other-users", "--json")
+        assert agent in {c["pid"] for c in dry.json()["candidates"]}
+        assert agent not in {c["pid"] for c in fleet("reap-sessions", "--json").json()["candidates"]}
+        out = fleet("reap-sessions", "--confirm", "--allow-other-users", "--json")
+        assert out.returncode == 0, out.stdout
+        assert agent in {k["pid"] for k in out.json()["killed"]}
+        assert not running(agent, start)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

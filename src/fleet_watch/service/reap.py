@@ -174,7 +174,10 @@ def reap_sessions(fleet: Fleet, *, confirm: bool, who: Rights, grace_s: float = 
     for cand in candidates:
         procs_now = scanner.processes()  # the proof, read again just before acting
         starts = {p.pid: p.start_time for p in procs_now}
-        members_now = agent_members(fleet, procs_now, who.euid)
+        # The proof is built for the session's own user: root with --allow-other-users acts on other users'
+        # sessions, which the dry run listed (built for root's uid, the proof never held and every stop was refused).
+        owner_uid = cand.uid if who.allow_other_users and cand.uid is not None else who.euid
+        members_now = agent_members(fleet, procs_now, owner_uid)
         stops: list[signals.StopResult] = []
         for pid, start in cand.members:
             proof = members_now.get(pid) if liveness.same_start(starts.get(pid), start) else None
