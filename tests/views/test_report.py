@@ -198,3 +198,32 @@ def test_a_stuck_report_writer_is_an_error_not_a_hang(fleet_home: Path) -> None:
         os.close(fd)
     with report_lock(fleet_home, wait_s=0.3):  # free again once the holder let go
         pass
+
+
+def test_a_hostile_name_in_the_registry_stays_one_inert_line_in_every_text_view(fleet: Any, fleet_home: Path,
+                                                                              children: Children) -> None:
+    """The CLI refuses control characters, but another writer (an older version, a hand edit) may have stored them:
+    status, STATE_REPORT.md and the changelog turn them into spaces instead of passing escapes to the terminal."""
+    import sqlite3
+
+    proc = children.sleeper()
+    assert fleet("register", "--pid", str(proc.pid), "--name", "plain", "--workstream", "w").returncode == 0
+    assert fleet("report").returncode == 0
+    hostile = "evil\x1b]0;TITLE\x07\x1b[2J\r\n# HEAD"
+    conn = sqlite3.connect(fleet_home / "registry.db")
+    with conn:
+        conn.execute("UPDATE processes SET name = ?, workstream = ? WHERE pid = ?", (hostile, hostile, proc.pid))
+    conn.close()
+    status = fleet("status")
+    assert report_ok(fleet("report"))
+    changelog = fleet("changelog")
+    report = (fleet_home / "STATE_REPORT.md").read_text()
+    for text in (status.stdout, changelog.stdout, report):
+        assert "\x1b" not in text
+        assert "\x07" not in text
+        assert not any(line.startswith("# HEAD") for line in text.splitlines())
+    assert sum(line.split()[:1] == [str(proc.pid)] for line in status.stdout.splitlines()) == 1, status.stdout
+
+
+def report_ok(result: Any) -> bool:
+    return bool(result.returncode == 0)

@@ -11,6 +11,7 @@ import click
 from fleet_watch.cli.context import open_fleet
 from fleet_watch.cli.output import emit_json
 from fleet_watch.errors import UsageError
+from fleet_watch.reports.fields import oneline
 
 MAX_LINES = 100_000
 
@@ -57,7 +58,7 @@ def changelog(lines: int, as_json: bool) -> int:
         return 0
     shown = [line for line in map(describe, read.entries) if line is not None]
     for line in shown:
-        click.echo(line)
+        click.echo(oneline(line))  # names come from the registry: one line each, no terminal escapes
     if not shown:
         click.echo("No changes recorded.")
     return 0

@@ -110,10 +110,13 @@ def display_width(value: str) -> int:
 
 
 def fit(value: str, columns: int) -> str:
-    """``value`` cut and padded to exactly ``columns`` terminal columns (wide characters count twice)."""
+    """``value`` cut and padded to exactly ``columns`` terminal columns (wide characters count twice); a control
+    character (``is_control``: a line break, a terminal escape) is a space, so a cell stays one cell."""
     out: list[str] = []
     used = 0
     for ch in value:
+        if not ch.isprintable() and is_control(ch):
+            ch = " "
         w = 0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
         if used + w > columns:
             break

@@ -50,7 +50,7 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "_":
 
 def md(value: object, limit: int = MAX_CELL) -> str:
     """Outside text made inert: one line, markup escaped, at most ``limit`` characters (before escaping)."""
-    s = str(value) if value is not None else ""
+    s = f.oneline(str(value)) if value is not None else ""  # control characters (terminal escapes): spaces
     if len(s) > limit:
         s = s[: limit - 1] + "…"
     return s.translate(_ESCAPES)
