@@ -118,6 +118,15 @@ def _conflict(fleet: Fleet, conn: sqlite3.Connection, row: core.ExternalRow, res
     return Conflict(reason, resource=resource, holder=holder)
 
 
+def _not_yours(fleet: Fleet, conn: sqlite3.Connection, row: core.ExternalRow, session: str | None) -> Conflict | None:
+    """Heartbeat and release name a session: another session's claim is a conflict (logged); no session named,
+    or the claiming one, acts."""
+    if session is None or session == row.session_id:
+        return None
+    return _conflict(fleet, conn, row, "instance", f"{row.label} is claimed by session {row.session_id}, not {session}",
+                     {"kind": "external", "session_id": row.session_id}, session)
+
+
 def _repo_conflict(conn: sqlite3.Connection, row: core.ExternalRow, repo_dir: str, session_id: str, now: float
                    ) -> tuple[str, dict[str, Any]] | None:
     """Another session's live lock on this repo (a process's, or another external claim's): the guard's own repo
@@ -180,10 +189,8 @@ def heartbeat(fleet: Fleet, ident: str, *, session_id: str | None = None) -> dic
             raise NotFound(f"{row.label} is not claimed: `fleet thunder claim` it first")
         if state == "expired":
             raise NotFound(f"the claim on {row.label} expired at {row.claim_expires_at}: claim it again")
-        if session is not None and session != row.session_id:
-            refused = _conflict(fleet, conn, row, "instance", f"{row.label} is claimed by session {row.session_id}, "
-                                f"not {session}", {"kind": "external", "session_id": row.session_id}, session)
-        else:
+        refused = _not_yours(fleet, conn, row, session)
+        if refused is None:
             store.touch_claim(conn, row.row_id, heartbeat_at=at, expires_at=expires)
             audit.append(conn, timestamp=at, event_type="EXTERNAL_HEARTBEAT", pid=None,
                          workstream=row.workstream, detail={"provider": PROVIDER, "external_id": row.external_id,
@@ -210,10 +217,8 @@ def release(fleet: Fleet, ident: str, *, session_id: str | None = None) -> dict[
             raise NotFound(f"{row.label} is not claimed: nothing to release")
         if not row.gone and not core.claim_live(row, now):  # as heartbeat says: an expired claim holds nothing
             raise NotFound(f"the claim on {row.label} expired at {row.claim_expires_at}: nothing to release")
-        if session is not None and core.claim_live(row, now) and session != row.session_id:
-            refused = _conflict(fleet, conn, row, "instance", f"{row.label} is claimed by session {row.session_id}, "
-                                f"not {session}", {"kind": "external", "session_id": row.session_id}, session)
-        else:
+        refused = _not_yours(fleet, conn, row, session) if core.claim_live(row, now) else None
+        if refused is None:
             if row.gone:
                 store.delete(conn, [row.row_id])
             else:
