@@ -12,22 +12,11 @@ import pytest
 
 from fleet_watch import events, registry
 from tests.conftest import Children
+from tests.helpers.racers import racer_script
 
 RACERS = 40
 
-# Each racer imports everything first, says so with a file, then waits for the gate file, so that all 40 hit the
-# database together however slowly a loaded machine starts them.
-_RACER = """
-import os, sys, time
-from fleet_watch.cli import main
-import fleet_watch.cli.processes, fleet_watch.service.fleet
-gate, ready = sys.argv[1], sys.argv[2]
-open(ready, "w").close()
-deadline = time.monotonic() + 120
-while not os.path.exists(gate) and time.monotonic() < deadline:
-    time.sleep(0.002)
-sys.exit(main(sys.argv[3:]))
-"""
+_RACER = racer_script("fleet_watch.cli.processes", "fleet_watch.service.fleet")
 
 
 def _race(home: Path, tmp_path: Path, arg_lists: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:

@@ -20,6 +20,7 @@ from fleet_watch.service.fleet import Fleet
 from fleet_watch.service.sessions import Caller
 from tests.conftest import Children, PortHolds
 from tests.helpers.audit import events as audit_events
+from tests.helpers.racers import racer_script
 
 
 def _wait(predicate: Any, timeout: float = 30.0) -> bool:
@@ -118,17 +119,7 @@ def test_only_the_owner_or_root_may_heartbeat_or_close(fleet_home: Path, childre
 
 # -- reservations ---------------------------------------------------------------------------------------------
 
-_RACER = """
-import os, sys, time
-from fleet_watch.cli import main
-import fleet_watch.cli.sessions, fleet_watch.service.claims
-gate, ready = sys.argv[1], sys.argv[2]
-open(ready, "w").close()
-deadline = time.monotonic() + 120
-while not os.path.exists(gate) and time.monotonic() < deadline:
-    time.sleep(0.002)
-sys.exit(main(sys.argv[3:]))
-"""
+_RACER = racer_script("fleet_watch.cli.sessions", "fleet_watch.service.claims")
 
 
 def test_twenty_agents_racing_for_one_port_get_one_winner(fleet_home: Path, tmp_path: Path,
