@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -115,11 +116,20 @@ def test_nothing_without_an_ownership_proof(procs: Procs) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as another user (CI runs the suite "
                     "as root, inside a private PID namespace)")
-def test_another_users_process_is_refused_unless_root_asks(procs: Procs) -> None:
+def test_another_users_process_is_refused_unless_root_asks(procs: Procs, tmp_path: Path) -> None:
+    import shutil
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="fleet-stubborn-"))  # the checkout may be unreadable for `nobody`
+    shared.chmod(0o755)
+    script = shared / "stubborn.py"
+    shutil.copy(HERE / "stubborn.py", script)
+    script.chmod(0o644)
     proc = procs.popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-                        str(HERE / "stubborn.py")], stdout=subprocess.PIPE)
+                        str(script)], stdout=subprocess.PIPE)
     assert proc.stdout is not None
-    proc.stdout.readline()  # listening: setpriv has switched users and exec'd
+    assert proc.stdout.readline().strip()  # listening: setpriv has switched users and exec'd
+    shutil.rmtree(shared, ignore_errors=True)  # python has read it
     start = start_of(proc.pid)
     refused = signals.stop(proc.pid, start, grace_s=0.1)
     assert (refused.outcome, refused.signals) == ("refused", ())

@@ -67,7 +67,18 @@ class Terminal:
                     self.output += os.read(self.master, 65536)
                 except OSError:
                     break
-        return self.proc.wait(timeout=timeout)
+        code = self.proc.wait(timeout=timeout)
+        while True:  # what it wrote just before exiting may still wait in the terminal's buffer
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if not ready:
+                return code
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: nothing left on the other side
+                return code
+            if not chunk:
+                return code
+            self.output += chunk
 
     def close(self) -> None:
         if self.proc.poll() is None:
