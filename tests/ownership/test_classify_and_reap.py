@@ -8,6 +8,7 @@ else to init or a subreaper); stale heartbeats and PID reuse are simulated by ed
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -43,14 +44,14 @@ def test_a_real_orphan_is_classified_with_evidence_and_reaped(fleet: Any, procs:
     row = classes(fleet)[orphan]
     assert row["classification"] == "orphan_confirmed"
     assert row["safe_to_reap"] is True
-    assert row["evidence"][0].startswith("process heartbeat expired (600s ago")
+    assert re.match(r"process heartbeat expired \(60\ds ago", row["evidence"][0])  # a loaded machine: a second later
     assert row["evidence"][1] == "registered without a session: no session lease owns it"
     assert row["evidence"][2].startswith("parent chain detached")
     assert row["session_lease_status"] == "NONE"
 
     stale = fleet("stale")
     assert stale.returncode == 0
-    assert stale.stdout.startswith(f"PID {orphan} (left-behind) — orphan_confirmed — heartbeat 600s ago — ")
+    assert re.match(rf"PID {orphan} \(left-behind\) — orphan_confirmed — heartbeat 60\ds ago — ", stale.stdout)
 
     dry = fleet("reap")
     assert dry.returncode == 0, dry.stderr
